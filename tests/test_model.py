@@ -1,0 +1,136 @@
+"""MultiTaskModel: forward, predict, save/load (small heads-only folder, no pickle, checksums)."""
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from core.config import HeadsConfig
+from core.model import MultiTaskModel
+
+TEXTS = ["The striker scored twice in the final.", "Shares of the bank dropped 5% today.",
+         "The new phone has a faster chip.", "The election results were announced in the capital."]
+
+
+def test_predict_probabilities_and_class_names(real_model):
+    predictions = real_model.predict(TEXTS)
+    assert [p.text for p in predictions] == TEXTS
+    for p in predictions:
+        assert set(p.probabilities) == {"Business", "Sci/Tech", "Sports", "World"}
+        assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert p.label == max(p.probabilities, key=p.probabilities.get)
+        assert -1.0 <= p.sentiment <= 1.0
+    assert real_model.predict("one text")[0].text == "one text"
+    assert real_model.predict([]) == []
+
+
+def test_predict_is_deterministic_despite_dropout(real_model):
+    real_model.train()  # predict must switch dropout off itself
+    a = real_model.predict(TEXTS)
+    b = real_model.predict(TEXTS)
+    assert [p.probabilities for p in a] == [p.probabilities for p in b]
+    assert real_model.training
+
+
+def test_forward_runs_only_the_asked_tasks(tiny_model):
+    features = tiny_model.encoder.collate(tiny_model.encoder.tokenize(TEXTS)[0])
+    both = tiny_model(features)
+    assert both.logits.shape == (4, 4) and both.sentiment.shape == (4,) and both.embeddings.shape == (4, 32)
+    only = tiny_model(features, tasks=["sentiment"])
+    assert only.logits is None and only.sentiment is not None
+    pooled = tiny_model.encoder.pooled(features)
+    tiny_model.eval()
+    assert torch.allclose(tiny_model(pooled=pooled).logits, tiny_model(features).logits, atol=1e-6)
+    with pytest.raises(ValueError, match="Pass exactly one of features or pooled"):
+        tiny_model(features, pooled=pooled)
+
+
+def test_model_without_a_classification_head(tiny_model):
+    topicless = MultiTaskModel(tiny_model.encoder, HeadsConfig())
+    assert topicless.tasks == ("sentiment",)
+    p = topicless.predict("hi")[0]
+    assert p.label is None and p.probabilities == {} and p.sentiment is not None
+    with pytest.raises(ValueError, match=r"no 'classification' head\. Its tasks are: sentiment"):
+        topicless(pooled=torch.zeros(1, 32), tasks=["classification"])
+
+
+def test_sentiment_is_reported_on_the_recorded_scale(tiny_model):
+    with torch.no_grad():
+        tiny_model.sentiment_head.linear.bias.fill_(50.0)  # raw output far above the scale
+    assert tiny_model.predict("anything")[0].sentiment == 1.0
+    zero_one = MultiTaskModel(tiny_model.encoder, HeadsConfig(sentiment_range=(0, 1)))
+    with torch.no_grad():
+        zero_one.sentiment_head.linear.bias.fill_(-50.0)
+    assert zero_one.predict("anything")[0].sentiment == 0.0
+
+
+def test_save_load_heads_only_identical_and_small(real_model, tmp_path, monkeypatch):
+    real_model.info["metrics"] = {"test": {"accuracy": 0.5}}
+    folder = real_model.save(tmp_path / "model")
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["config.json", "heads.safetensors"]  # no copy of the 90 MB encoder
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 100_000
+    config = json.loads((folder / "config.json").read_text())
+    assert config["encoder_weights"] == "base"
+    assert config["base_encoder"]["name"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert len(config["base_encoder"]["checksum"]) == 64
+    assert config["heads"]["class_names"] == ["Business", "Sci/Tech", "Sports", "World"]
+    assert config["encoder"]["pooling"] == "mean" and config["encoder"]["max_length"] == 256
+    assert {"torch", "transformers"} <= set(config["versions"])
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("loading a model must not unpickle")
+
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    monkeypatch.setattr(torch, "load", no_pickle)
+    loaded = MultiTaskModel.load(folder)
+    assert loaded.class_names == real_model.class_names
+    assert loaded.info["metrics"] == {"test": {"accuracy": 0.5}}
+    a, b = real_model.predict_tensors(TEXTS), loaded.predict_tensors(TEXTS)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.sentiment, b.sentiment)
+
+
+def test_changed_encoder_is_stored_and_reloads_identically(tiny_model, tmp_path, monkeypatch):
+    with torch.no_grad():
+        tiny_model.encoder.backbone.encoder.layer[-1].output.dense.weight.add_(0.01)  # as if fine-tuned
+    folder = tiny_model.save(tmp_path / "tuned")
+    assert json.loads((folder / "config.json").read_text())["encoder_weights"] == "stored"
+    assert (folder / "encoder" / "model.safetensors").is_file()
+    assert not list((folder / "encoder").glob("*.bin"))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("pickle")))
+    loaded = MultiTaskModel.load(folder)
+    a, b = tiny_model.predict_tensors(TEXTS), loaded.predict_tensors(TEXTS)
+    assert torch.allclose(a.logits, b.logits, atol=1e-6) and torch.allclose(a.sentiment, b.sentiment, atol=1e-6)
+    # saved again after loading, the weights stay stored: they are not the named base model's
+    assert json.loads((loaded.save(tmp_path / "again") / "config.json").read_text())["encoder_weights"] == "stored"
+
+
+def test_wrong_base_checksum_is_refused(real_model, tmp_path):
+    folder = real_model.save(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    config["base_encoder"]["checksum"] = "0" * 64
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="different weights"):
+        MultiTaskModel.load(folder)
+
+
+def test_not_a_model_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        MultiTaskModel.load(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        MultiTaskModel.load(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ValueError, match="not a Sentence Lab model config"):
+        MultiTaskModel.load(tmp_path)
+
+
+def test_save_replaces_an_existing_folder_whole(real_model, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "stale.txt").write_text("old")
+    real_model.save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "heads.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary folder left behind

@@ -1,0 +1,175 @@
+"""The training loop: events, loss going down, reproducibility, stop, early stopping, the cache."""
+
+import math
+import threading
+
+import pytest
+import torch
+
+from core.config import HeadsConfig, TrainingConfig
+from core.data import MultiTaskDataset, make_synthetic
+from core.model import MultiTaskModel
+from core.training import (DoneEvent, EpochEvent, StartEvent, StepEvent, ValidationEvent, evaluate, fit, train)
+from tests.conftest import make_tiny_encoder
+
+CLASSES = ["Business", "Sci/Tech", "Sports", "World"]
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return make_synthetic(240, seed=5).split(0.25, seed=0)
+
+
+def _tiny(tokenizer, seed=0):
+    torch.manual_seed(seed)
+    return MultiTaskModel(make_tiny_encoder(tokenizer, seed=seed), HeadsConfig(class_names=CLASSES))
+
+
+def test_event_stream(tiny_model, synthetic):
+    train_set, val_set = synthetic
+    config = TrainingConfig(epochs=2, batch_size=32, freeze="none", early_stopping_patience=None)
+    events = list(train(tiny_model, train_set, val_set, config))
+    kinds = [e.kind for e in events]
+    steps_per_epoch = math.ceil(len(train_set) / 32)
+    assert isinstance(events[0], StartEvent) and events[0].total_steps == 2 * steps_per_epoch
+    assert kinds == ["start"] + (["step"] * steps_per_epoch + ["epoch", "validation"]) * 2 + ["done"]
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert [s.global_step for s in steps] == list(range(1, 2 * steps_per_epoch + 1))
+    assert all(set(s.losses) == {"classification", "sentiment"} and math.isfinite(s.loss) for s in steps)
+    lrs = [s.learning_rate for s in steps]
+    assert max(lrs) == pytest.approx(1e-3, rel=0.05) and lrs[-1] < lrs[len(lrs) // 2]  # warm-up, then decay
+    validation = [e for e in events if isinstance(e, ValidationEvent)]
+    assert {"accuracy", "macro_f1", "mse", "mae", "pearson", "spearman"} <= set(validation[-1].metrics)
+    assert events[-1].result.history[-1]["validation"]["loss"] == validation[-1].loss
+
+
+def test_training_lowers_the_loss_on_synthetic_data(real_model, synthetic):
+    train_set, val_set = synthetic
+    untrained = evaluate(real_model, val_set)
+    result = fit(real_model, train_set, val_set, TrainingConfig(epochs=8, learning_rate=3e-3, early_stopping_patience=None))
+    val_losses = [h["validation"]["loss"] for h in result.history]
+    assert val_losses[-1] < 0.5 * val_losses[0]
+    trained = evaluate(real_model, val_set)
+    assert trained["accuracy"] > 0.9 > untrained["accuracy"]
+    assert trained["pearson"] > 0.8 and trained["mse"] < untrained["mse"]
+
+
+def test_same_seed_same_history_and_weights(tokenizer, synthetic):
+    train_set, val_set = synthetic
+    config = TrainingConfig(epochs=2, freeze="none", seed=7)
+    runs = []
+    for _ in range(2):
+        model = _tiny(tokenizer)
+        runs.append((fit(model, train_set, val_set, config).history, model.state_dict()))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+    other = _tiny(tokenizer)
+    assert fit(other, train_set, val_set, TrainingConfig(epochs=2, freeze="none", seed=8)).history != runs[0][0]
+
+
+def test_stop_keeps_the_model_trained_so_far(tiny_model, synthetic, tmp_path):
+    train_set, val_set = synthetic
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    stop = threading.Event()
+    seen = []
+    for event in train(tiny_model, train_set, val_set, TrainingConfig(epochs=5, freeze="none"), stop=stop):
+        seen.append(event)
+        if isinstance(event, StepEvent) and event.global_step == 3:
+            stop.set()
+    done = seen[-1]
+    assert isinstance(done, DoneEvent) and done.result.stopped and done.result.steps == 3
+    assert sum(isinstance(e, StepEvent) for e in seen) == 3
+    assert any(not torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
+    assert not tiny_model.training
+    reloaded = MultiTaskModel.load(tiny_model.save(tmp_path / "stopped"))
+    predictions = reloaded.predict(["The striker scored twice."])
+    assert predictions[0].label in CLASSES and math.isfinite(predictions[0].sentiment)
+
+
+def test_early_stopping_restores_the_best_weights(tiny_model, synthetic):
+    train_set, val_set = synthetic
+    # A learning rate this high makes validation loss bounce, so the best epoch is not the last.
+    config = TrainingConfig(epochs=6, freeze="none", learning_rate=0.3, encoder_learning_rate=0.05,
+                            early_stopping_patience=2, warmup_ratio=0.0, max_grad_norm=None)
+    events = list(train(tiny_model, train_set, val_set, config))
+    result = events[-1].result
+    best = [e for e in events if isinstance(e, ValidationEvent) and e.epoch == result.best_epoch][0]
+    assert result.best_metrics == best.metrics
+    assert result.best_epoch != result.history[-1]["epoch"], "test set-up: expected a non-final best epoch"
+    assert evaluate(tiny_model, val_set) == pytest.approx(best.metrics, abs=1e-6)
+
+
+def test_rows_without_one_target_train_without_nan(tiny_model):
+    data = MultiTaskDataset(["a good match", "shares fell", "a new phone", "talks failed"] * 4,
+                            ["Sports", None, "Sci/Tech", None] * 4, [None, -0.5, None, -0.8] * 4)
+    events = list(train(tiny_model, data, data, TrainingConfig(epochs=2, batch_size=2, freeze="none")))
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert all(math.isfinite(s.loss) for s in steps)
+    assert any(set(s.losses) == {"classification"} for s in steps)  # batches with only labels ...
+    assert any(set(s.losses) == {"sentiment"} for s in steps)  # ... and with only sentiment
+
+
+def test_frozen_encoder_embeds_each_text_once(tiny_model, synthetic):
+    train_set, val_set = synthetic
+    calls = []
+    tiny_model.encoder.backbone.register_forward_hook(lambda *args: calls.append(1))
+    events = list(train(tiny_model, train_set, val_set, TrainingConfig(epochs=1, freeze="encoder")))
+    assert events[0].cached
+    after_one = len(calls)
+    list(train(tiny_model, train_set, val_set, TrainingConfig(epochs=4, freeze="encoder", early_stopping_patience=None)))
+    assert len(calls) - after_one == after_one  # 4 epochs cost the backbone what 1 epoch did: the caching pass
+    assert after_one == math.ceil(len(train_set) / 64) + math.ceil(len(val_set) / 64)
+
+
+def test_cached_and_uncached_training_agree(tokenizer, synthetic):
+    train_set, val_set = synthetic
+    results = []
+    for cache in (True, False):
+        model = _tiny(tokenizer)
+        results.append(fit(model, train_set, val_set, TrainingConfig(epochs=2, cache_embeddings=cache)).best_metrics)
+    assert results[0] == pytest.approx(results[1], abs=1e-4)
+
+
+def test_gradual_unfreezing_opens_one_layer_per_epoch(tiny_model, synthetic):
+    train_set, val_set = synthetic
+    config = TrainingConfig(epochs=3, gradual_unfreeze=True, layer_lr_decay=0.8, early_stopping_patience=None)
+    events = list(train(tiny_model, train_set, val_set, config))
+    assert not events[0].cached
+    assert [e.freeze.open_layers for e in events if isinstance(e, EpochEvent)] == [0, 1, 2]
+
+
+def test_nothing_to_train_is_refused(tiny_model, synthetic):
+    with pytest.raises(ValueError, match="Nothing to train: freeze preset 'all'"):
+        list(train(tiny_model, *synthetic, TrainingConfig(freeze="all")))
+    sentiment_only = MultiTaskDataset(["a", "b"], [None, None], [0.1, 0.2])
+    with pytest.raises(ValueError, match="Nothing to learn"):
+        list(train(tiny_model, sentiment_only, None, TrainingConfig(sentiment_weight=0.0)))
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"learning_rate": 0}, "learning_rate must be > 0"),
+    ({"epochs": 0}, "epochs must be an integer >= 1"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+    ({"classification_weight": 0, "sentiment_weight": 0}, "both 0"),
+    ({"freeze": "heads"}, "Valid freeze preset values are: none, all, encoder"),
+    ({"gradual_unfreeze": True, "freeze": "all"}, "gradual_unfreeze .* needs freeze 'none' or 'encoder'"),
+    ({"layer_lr_decay": 1.5}, r"layer_lr_decay must be in \(0, 1\]"),
+])
+def test_bad_training_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        TrainingConfig(**settings)
+
+
+def test_unknown_label_in_validation_data_names_the_row(tiny_model, synthetic):
+    bad = MultiTaskDataset(["x"], ["Weather"], [None], ["val.csv row 2"])
+    with pytest.raises(ValueError, match=r"val.csv row 2, column 'label': 'Weather' is not one of the model's classes"):
+        list(train(tiny_model, synthetic[0], bad, TrainingConfig(epochs=1)))
+
+
+def test_zero_task_weight_drops_rows_that_only_carry_that_task(tiny_model):
+    data = MultiTaskDataset(["a good match", "shares fell", "a new phone", "talks failed"] * 4,
+                            ["Sports", None, "Sci/Tech", None] * 4, [None, -0.5, None, -0.8] * 4)
+    events = list(train(tiny_model, data, data, TrainingConfig(epochs=1, batch_size=2, classification_weight=0.0)))
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert len(steps) == 4  # the 8 sentiment rows, 2 per batch; the topic-only rows are left out
+    assert all(set(s.losses) == {"sentiment"} for s in steps)
