@@ -45,7 +45,7 @@ def test_embed_json(real_encoder):
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "model"
-    result = run_json("train", "--builtin", "synthetic", "--size", "160", "--epochs", "3", "--lr", "3e-3", "--out", out)
+    result = run_json("train", "--builtin", "synthetic", "--size", "200", "--epochs", "40", "--lr", "1e-2", "--out", out)
     assert result["out"] == str(out) and len(result["history"]) >= 1
     assert result["freeze"]["trainable"] == 384 * 4 + 4 + 385
     return out

@@ -37,7 +37,7 @@ def test_event_stream(tiny_model, synthetic):
     assert [s.global_step for s in steps] == list(range(1, 2 * steps_per_epoch + 1))
     assert all(set(s.losses) == {"classification", "sentiment"} and math.isfinite(s.loss) for s in steps)
     lrs = [s.learning_rate for s in steps]
-    assert max(lrs) == pytest.approx(1e-3, rel=0.05) and lrs[-1] < lrs[len(lrs) // 2]  # warm-up, then decay
+    assert max(lrs) == pytest.approx(config.learning_rate, rel=0.05) and lrs[-1] < lrs[len(lrs) // 2]  # warm-up, then decay
     validation = [e for e in events if isinstance(e, ValidationEvent)]
     assert {"accuracy", "macro_f1", "mse", "mae", "pearson", "spearman"} <= set(validation[-1].metrics)
     assert events[-1].result.history[-1]["validation"]["loss"] == validation[-1].loss
