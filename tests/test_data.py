@@ -362,3 +362,25 @@ def test_real_sts_test(datasets_dir):
     assert all(0.0 <= s <= 5.0 for s in pairs.scores)
     assert min(pairs.scores) == 0.0 and max(pairs.scores) == 5.0
     assert all(a.strip() and b.strip() for a, b in zip(pairs.sentences1, pairs.sentences2))
+
+
+def test_rescale_sentiment_maps_linearly_and_keeps_missing():
+    from core.data import MultiTaskDataset
+
+    data = MultiTaskDataset(["a", "b", "c"], [None, "X", None], [0.0, None, 0.75])
+    mapped = data.rescale_sentiment((0, 1), (-1, 1))
+    assert mapped.sentiments == [-1.0, None, 0.5] and data.sentiments == [0.0, None, 0.75]
+    with pytest.raises(ValueError, match="low < high"):
+        data.rescale_sentiment((1, 0), (-1, 1))
+
+
+def test_builtin_bbc_news_is_real_and_offline():
+    from core.data import load_builtin
+
+    data = load_builtin("bbc_news")
+    assert len(data) == 2225
+    assert data.class_names == ["Business", "Entertainment", "Politics", "Sport", "Tech"]
+    assert data.texts[0].startswith("Ad sales boost Time Warner profit. Quarterly profits")
+    assert data.tasks == ("classification",)
+    with pytest.raises(ValueError, match="Valid names are: synthetic, bbc_news"):
+        load_builtin("imdb")
