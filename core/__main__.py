@@ -1,4 +1,4 @@
-"""Command line: python -m core {embed,predict,train,evaluate,evaluate-sts}.
+"""Command line: python -m core {embed,predict,train,evaluate,evaluate-sts,bench}.
 
 Every subcommand prints JSON with --json, shows progress on stderr (off with --quiet), and on
 bad input exits with status 2 and a one-line reason.
@@ -126,7 +126,56 @@ def cmd_evaluate_sts(args: argparse.Namespace) -> Any:
             "pooling": encoder.config.pooling, "file": str(args.csv)}
 
 
+def cmd_bench(args: argparse.Namespace) -> Any:
+    from . import bench
+    from .data import find_datasets_dir
+
+    device = args.device or ("cuda" if _cuda() else "cpu")
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))  # noqa: E731
+    log(f"encoding: {', '.join(args.sets)} on {device}, batch {args.batch_size}")
+    report: dict[str, Any] = {"machine": bench.machine(), "device": device, "batch_size": args.batch_size}
+    configs = bench.CUDA_CONFIGS if device.startswith("cuda") else bench.CONFIGS
+    report["encoding"] = bench.run_encoding(args.sets, list(configs), device=device, batch_size=args.batch_size,
+                                            repeats=args.repeats, model=args.model, n=args.n, log=log)
+    if args.latency:
+        report["classify_latency"] = bench.classify_latency()
+    data_dir = Path(args.data) if args.data else find_datasets_dir()
+    if args.training and data_dir is None:
+        raise FileNotFoundError("the training table needs the shared datasets: pass --data DIR or --no-training")
+    if args.training:
+        log("training: 5 epochs on the frozen encoder, AG News + SST train")
+        report["training"] = bench.run_training(data_dir, model_name=args.model, device=device, log=log)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _print_bench(report: dict[str, Any]) -> None:
+    m = report["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}" + (f", {m['gpu']}" if "gpu" in m else "")
+          + f"; device {report['device']}, batch {report['batch_size']}")
+    print(f"{'set':<7}{'configuration':<28}{'precision':<10}{'sent/s':>9}{'x ST':>7}{'peak MB':>9}{'min cos':>9}{'mean cos':>10}")
+    for r in report["encoding"]:
+        print(f"{r['set']:<7}{r['config']:<28}{r['precision']:<10}{r['sentences_per_s']:>9.1f}{r.get('ratio_to_st', 1):>7.2f}"
+              f"{r['peak_rss_mb']:>9.0f}{r.get('min_cosine_to_fp32', float('nan')):>9.5f}{r.get('mean_cosine_to_fp32', float('nan')):>10.6f}")
+    if "classify_latency" in report:
+        lat = report["classify_latency"]
+        print(f"classify one sentence (default model, warm): median {lat['median_ms']:.1f} ms, p90 {lat['p90_ms']:.1f} ms")
+    for r in report.get("training", []):
+        print(f"training 5 epochs, cache={r['cache']!s:<5}: {r['seconds']:7.1f}s  AG News acc {r['ag_news_accuracy']:.4f}"
+              f"  SST Pearson {r['sst_pearson']:.4f}" + (f"  speed-up x{r['speedup']:.1f}" if "speedup" in r else ""))
+
+
 def _print_human(command: str, result: Any) -> None:
+    if command == "bench":
+        _print_bench(result)
+        return
     if command == "embed":
         for i, row in enumerate(result["embeddings"]):
             print(f"[{i}] dim={result['dim']} " + " ".join(f"{v:+.4f}" for v in row[:6]) + " ...")
@@ -149,7 +198,7 @@ def _print_human(command: str, result: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Sentence Lab: sentence embeddings with topic and sentiment heads.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,predict,train,evaluate,evaluate-sts}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,predict,train,evaluate,evaluate-sts,bench}")
 
     def common(p: argparse.ArgumentParser, batch: int = 32) -> None:
         p.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -213,11 +262,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="saved model folder: evaluate its encoder")
     p.add_argument("--base-model", default=DEFAULT_MODEL, help="encoder name or folder when no --model")
     common(p, batch=64)
+
+    p = sub.add_parser("bench", help="speed against sentence-transformers, and the training cache")
+    p.add_argument("--sets", nargs="+", default=["short", "long", "mixed"], choices=["short", "long", "mixed"])
+    p.add_argument("--n", type=int, default=None, help="sentences per set (default 2000 short, 500 long, 500 mixed)")
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per configuration; the best counts")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--latency", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time the app's classify path (needs the default model)")
+    p.add_argument("--training", action=argparse.BooleanOptionalAction, default=True, help="also time cached vs uncached training")
+    p.add_argument("--data", default=None, help="the shared datasets folder (default: $SENTENCE_LAB_DATA or ../shared/datasets)")
+    p.add_argument("--out", default=None, help="also write the JSON report to this file")
+    common(p)
     return parser
 
 
 COMMANDS = {"embed": cmd_embed, "predict": cmd_predict, "train": cmd_train, "evaluate": cmd_evaluate,
-            "evaluate-sts": cmd_evaluate_sts}
+            "evaluate-sts": cmd_evaluate_sts, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -227,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
         result = COMMANDS[args.command](args)
-    except (ValueError, TypeError, OSError) as exc:  # bad input: one line, no traceback
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:  # bad input or a failed step: one line, no traceback
         return _fail(str(exc))
     if args.json:
         print(json.dumps(_finite(result)))

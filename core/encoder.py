@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .config import DEFAULT_MODEL, EncoderConfig
 from .pooling import pool
+from .precision import DTYPES, HalfCopies, check_precision, fast_precision
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +95,13 @@ class EncodeResult:
         embeddings: (N, D) numpy array or tensor.
         truncated: indices of the inputs that were cut at ``max_length`` tokens.
         num_tokens: tokens per input (special tokens included) before truncation.
+        precision: the mode that ran ("fp32", "bf16" or "fp16"; "auto" resolved).
     """
 
     embeddings: np.ndarray | Tensor
     truncated: list[int] = field(default_factory=list)
     num_tokens: list[int] = field(default_factory=list)
+    precision: str = "fp32"
 
 
 class SentenceEncoder(nn.Module):
@@ -132,6 +135,7 @@ class SentenceEncoder(nn.Module):
         # Identifies the pretrained weights, so a saved model can reference them instead of copying.
         self.base_checksum: str = base_checksum or state_checksum(backbone)
         self._wants_token_type_ids = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
+        self._half = HalfCopies()  # not a submodule: never saved, never trained
 
     @classmethod
     def from_pretrained(cls, model_name: str = DEFAULT_MODEL, *, device: str | torch.device | None = None, **settings: Any) -> SentenceEncoder:
@@ -162,7 +166,9 @@ class SentenceEncoder(nn.Module):
         config = replace(self.config, **settings)
         if config.projection_dim != self.config.projection_dim:
             raise ValueError("with_settings cannot change projection_dim: the projection has weights")
-        return type(self)(config, self.backbone, self.tokenizer, projection=self.projection, base_checksum=self.base_checksum)
+        view = type(self)(config, self.backbone, self.tokenizer, projection=self.projection, base_checksum=self.base_checksum)
+        view._half = self._half  # the same weights: share their half-precision copy too
+        return view
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -202,10 +208,20 @@ class SentenceEncoder(nn.Module):
 
     # -- the pipeline -----------------------------------------------------------------------
 
-    def pooled(self, features: dict[str, Tensor]) -> Tensor:
-        """Backbone + pooling: (B, T) token ids -> (B, H). The part a frozen encoder can cache."""
-        token_embeddings = self.backbone(**features).last_hidden_state  # (B, T, H)
+    def pooled(self, features: dict[str, Tensor], precision: str = "fp32") -> Tensor:
+        """Backbone + pooling: (B, T) token ids -> (B, H) float32. The part a frozen encoder can cache.
+
+        ``precision`` "bf16"/"fp16" runs a half-precision copy of the backbone (inference only).
+        """
+        backbone = self.backbone if precision == "fp32" else self._half.get(self.backbone, DTYPES[precision])
+        token_embeddings = backbone(**features).last_hidden_state.float()  # (B, T, H); pool in fp32
         return pool(token_embeddings, features["attention_mask"], self.config.pooling)
+
+    def resolve_precision(self, precision: str) -> str:
+        """'auto' -> the fastest mode this hardware keeps within cosine 0.999 of fp32; others are checked."""
+        device = self.device
+        check_precision(precision, device)
+        return fast_precision(device) if precision == "auto" else precision
 
     def project(self, pooled: Tensor) -> Tensor:
         """Projection and normalisation: (B, H) -> (B, D)."""
@@ -224,6 +240,7 @@ class SentenceEncoder(nn.Module):
         convert_to: Literal["numpy", "tensor"] = "numpy",
         show_progress_bar: bool = False,
         stage: Literal["embedding", "pooled"] = "embedding",
+        precision: str = "fp32",
     ) -> EncodeResult:
         """Embed texts in batches sorted by token count; results come back in input order.
 
@@ -233,6 +250,8 @@ class SentenceEncoder(nn.Module):
             convert_to: "numpy" for an (N, D) float32 array, "tensor" for a tensor on the device.
             show_progress_bar: a tqdm bar over texts.
             stage: "pooled" stops before projection/normalisation (the training cache uses it).
+            precision: "fp32" (exact, default), "bf16", "fp16", or "auto" (the fastest mode this
+                hardware keeps within cosine 0.999 of fp32); the result says which ran.
         """
         if isinstance(texts, str):
             texts = [texts]
@@ -242,6 +261,7 @@ class SentenceEncoder(nn.Module):
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+        precision = self.resolve_precision(precision)
         ids, lengths = self.tokenize(texts) if texts else ([], [])
         truncated = [i for i, n in enumerate(lengths) if n > self.max_length]
         if truncated:
@@ -256,14 +276,14 @@ class SentenceEncoder(nn.Module):
             with tqdm(total=len(texts), desc="Encoding", unit="text", disable=not show_progress_bar) as bar:
                 for start in range(0, len(order), batch_size):
                     batch = order[start:start + batch_size]
-                    pooled = self.pooled(self.collate([ids[i] for i in batch]))
+                    pooled = self.pooled(self.collate([ids[i] for i in batch]), precision)
                     emb = pooled if stage == "pooled" else self.project(pooled)
                     out[torch.as_tensor(batch, device=out.device)] = emb.float()
                     bar.update(len(batch))
         finally:
             self.train(was_training)
         embeddings: np.ndarray | Tensor = out.cpu().numpy() if convert_to == "numpy" else out
-        return EncodeResult(embeddings=embeddings, truncated=truncated, num_tokens=lengths)
+        return EncodeResult(embeddings=embeddings, truncated=truncated, num_tokens=lengths, precision=precision)
 
     def encode(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray | Tensor:
         """Embeddings only: (N, D), or (D,) for a single string. See ``embed`` for the arguments."""

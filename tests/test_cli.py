@@ -108,3 +108,15 @@ def test_frozen_heads_on_real_data_reach_the_linear_probe_figures(datasets_dir, 
     assert topics["n_classification"] == 1600 and sentiment["n_sentiment"] == 2210
     assert topics["accuracy"] >= 0.880
     assert sentiment["pearson"] >= 0.660
+
+
+def test_bench_runs_each_configuration_and_compares_with_sentence_transformers(tmp_path):
+    report = run_json("bench", "--sets", "short", "--n", "24", "--repeats", "1", "--no-training", "--out", tmp_path / "b.json")
+    assert json.loads((tmp_path / "b.json").read_text()) == report
+    rows = {r["config"]: r for r in report["encoding"]}
+    assert set(rows) == {"sentence-transformers", "fp32", "fast"}
+    assert rows["fp32"]["max_abs_diff_to_st"] <= 1e-5  # the same embeddings, measured in the same run
+    assert rows["fast"]["min_cosine_to_fp32"] >= 0.999
+    assert all(r["sentences_per_s"] > 0 and r["peak_rss_mb"] > 100 for r in rows.values())
+    assert rows["sentence-transformers"]["ratio_to_st"] == 1.0
+    assert report["classify_latency"]["median_ms"] > 0
