@@ -257,6 +257,10 @@ def train(
     yield StartEvent(total_steps=total_steps, steps_per_epoch=steps_per_epoch, freeze=report, cached=cached)
 
     history: list[dict[str, Any]] = []
+    # Only weights that can change are snapshotted for early stopping: a frozen encoder is 22.7M
+    # parameters that would otherwise be copied at every improving epoch.
+    changing = [n for n, p in model.named_parameters() if p.requires_grad or
+                (config.gradual_unfreeze and n.startswith("encoder.backbone."))]
     best_loss, best_epoch, best_metrics, best_state = math.inf, None, {}, None
     bad_epochs, global_step, stopped, stopped_early = 0, 0, False, False
     for epoch in range(config.epochs):
@@ -301,7 +305,8 @@ def train(
             entry["metrics"] = metrics
             if is_best:
                 best_loss, best_epoch, best_metrics, bad_epochs = val_loss, epoch, metrics, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                params = dict(model.named_parameters())
+                best_state = {n: params[n].detach().clone() for n in changing}
             else:
                 bad_epochs += 1
             yield ValidationEvent(epoch=epoch, loss=val_loss, losses=val_losses, metrics=metrics, is_best=is_best)
@@ -313,7 +318,7 @@ def train(
             history.append(entry)
 
     if not stopped and best_state is not None and best_epoch != history[-1]["epoch"]:
-        model.load_state_dict(best_state)  # keep the best epoch's weights, not the last one's
+        model.load_state_dict(best_state, strict=False)  # keep the best epoch's weights, not the last one's
         logger.info("restored the weights of epoch %d (best validation loss %.4f)", best_epoch, best_loss)
     model.eval()
     result = TrainResult(history=history, best_epoch=best_epoch, best_metrics=best_metrics, stopped=stopped,
