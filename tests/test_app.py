@@ -1,0 +1,273 @@
+"""The app through its public API (gradio_client), as another program would use it.
+
+One ``python app.py`` serves the whole module; each test opens its own client, i.e. its own
+visitor session. Also: the plot builders never raise.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from core import plots
+from core.model import Prediction
+from tests.app_server import running_app
+
+AG_NEWS = {"World", "Sports", "Business", "Sci/Tech"}
+TRAIN_DEFAULTS = dict(source="synthetic", size=300, seed=0, csv_file=None, preset="encoder", gradual=False,
+                      lr_decay=1.0, epochs=12, learning_rate=0.02, batch_size=16, topic_weight=1.0,
+                      sentiment_weight=1.0)
+SENTENCES = "\n".join(["The striker scored twice as United won the cup final.",
+                       "Shares of the chip maker plunged after weak earnings."])
+
+
+MAX_EPOCHS = 150  # set through the environment, as a host would
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_app("app-server-api", env={"SENTENCE_LAB_MAX_EPOCHS": str(MAX_EPOCHS)}) as server:
+        yield server
+
+
+@pytest.fixture
+def client(server) -> Client:
+    return Client(server.url, verbose=False)  # a new client is a new visitor with its own session
+
+
+def figure(plot_output: dict) -> dict:
+    """The plotly JSON inside a gr.Plot output."""
+    assert plot_output["type"] == "plotly"
+    return json.loads(plot_output["plot"])
+
+
+def heatmap_scores(plot_output: dict) -> np.ndarray:
+    (trace,) = [t for t in figure(plot_output)["data"] if t["type"] == "heatmap"]
+    return np.array(trace["z"], dtype=float)
+
+
+def train_args(**changes) -> list:
+    return list((TRAIN_DEFAULTS | changes).values())
+
+
+def classify(client: Client, text: str = SENTENCES) -> list[dict]:
+    return client.predict(text, api_name="/classify")[2]
+
+
+def wait_for(job, predicate, timeout: float = 120.0):
+    """The first streamed output that satisfies ``predicate``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for output in job.outputs():
+            if predicate(output):
+                return output
+        if job.done():
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"no streamed output matched; last: {job.outputs()[-1:]!r}")
+
+
+# -- the API surface ---------------------------------------------------------------------------------
+
+
+def test_only_the_five_named_endpoints_are_public(client):
+    api = client.view_api(return_format="dict", print_info=False)
+    assert set(api["named_endpoints"]) == {"/embed", "/compare", "/classify", "/train", "/stop"}
+    assert not api["unnamed_endpoints"]
+    params = {name: [p["parameter_name"] for p in spec["parameters"]] for name, spec in api["named_endpoints"].items()}
+    assert params["/compare"] == params["/embed"] == ["text", "pooling", "normalize"]
+    assert params["/classify"] == ["text"]
+    assert params["/train"] == list(TRAIN_DEFAULTS)
+
+
+# -- Embed & compare ------------------------------------------------------------------------------------
+
+
+def test_compare_scores_a_sentence_with_itself_as_one_when_normalised(client):
+    text = "A cat sleeps on the sofa.\nA cat sleeps on the sofa.\nInterest rates rose again."
+    heatmap, words, table = client.predict(text, "mean", True, api_name="/compare")
+    scores = heatmap_scores(heatmap)
+    assert scores.shape == (3, 3)
+    np.testing.assert_allclose(np.diag(scores), 1.0, atol=1e-5)
+    np.testing.assert_allclose(scores, scores.T, atol=1e-6)
+    assert scores[0, 1] == pytest.approx(1.0, abs=1e-5) and scores[0, 2] < 0.5
+    assert table["data"][0][2] == pytest.approx(1.0, abs=1e-4)  # ranked pairs: the identical pair first
+    assert "Most alike" in words and "Least alike" in words and "Interest rates rose again." in words
+
+    raw = heatmap_scores(client.predict(text, "mean", False, api_name="/compare")[0])
+    assert not np.allclose(np.diag(raw), 1.0, atol=0.05), "without normalisation the scores are raw dot products"
+    cls = heatmap_scores(client.predict(text, "cls", True, api_name="/compare")[0])
+    assert abs(cls[0, 2] - scores[0, 2]) > 1e-3, "another pooling gives other scores"
+
+
+def test_embed_gives_the_size_a_map_and_notes_truncation(client):
+    long_sentence = "word " * 400
+    sentence_map, info, vectors = client.predict(f"A short sentence.\n{long_sentence}", "mean", True, api_name="/embed")
+    assert vectors["dimension"] == 384 and "384 numbers" in info
+    embeddings = np.array(vectors["embeddings"])
+    assert embeddings.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-4)
+    assert vectors["truncated"] == [1] and vectors["num_tokens"][1] > vectors["max_tokens"]
+    assert "sentence 2 has 402 tokens; only its first 256 were read" in info
+    points = figure(sentence_map)["data"]  # one trace per sentence, named by it in the legend
+    assert [p["customdata"][0] for p in points] == ["A short sentence.", long_sentence.strip()]
+    assert points[0]["name"] == "1. A short sentence."
+
+
+# -- Classify ---------------------------------------------------------------------------------------------
+
+
+def test_classify_gives_probabilities_that_sum_to_one_and_a_sentiment(client):
+    plot, table, predictions = client.predict(SENTENCES + "\nWhat a wonderful, happy day!", api_name="/classify")
+    assert len(predictions) == 3 == len(table["data"])
+    for p in predictions:
+        assert set(p["probabilities"]) == AG_NEWS
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
+        assert -1.0 <= p["sentiment"] <= 1.0
+    assert [p["label"] for p in predictions[:2]] == ["Sports", "Business"]
+    assert predictions[2]["sentiment"] > 0.2 and table["data"][2][4] == "positive"
+    assert len([t for t in figure(plot)["data"] if t["type"] == "bar"]) == 6  # topic bars + sentiment bar per sentence
+
+
+# -- Train -------------------------------------------------------------------------------------------------
+
+
+def test_a_short_run_streams_updates_and_becomes_this_visitors_model(client, tmp_path):
+    before = classify(client)
+    vectors_before = client.predict(SENTENCES, "mean", True, api_name="/embed")[2]["embeddings"]
+
+    job = client.submit(*train_args(epochs=1), api_name="/train")
+    loss_plot, metrics, status, model_zip, note = job.result(timeout=300)
+    updates = job.outputs()
+    assert len(updates) >= 3, "the run streams while it goes"
+    assert any("Training" in u[2] for u in updates[:-1])
+    assert "Done" in status and "your model" in note.lower()
+    traces = {t["name"]: t for t in figure(loss_plot)["data"]}
+    assert {"topic · train", "sentiment · train", "topic · validation", "sentiment · validation"} <= set(traces)
+    assert len(traces["topic · train"]["x"]) == 15  # 240 training rows / batch 16: one point per step
+    assert metrics["data"][0][0] == 1 and "Accuracy" in metrics["headers"]
+
+    with zipfile.ZipFile(model_zip) as archive:
+        archive.extractall(tmp_path)
+    config = json.loads((tmp_path / "sentence-lab-model" / "config.json").read_text())
+    assert (tmp_path / "sentence-lab-model" / "heads.safetensors").is_file()
+    assert config["heads"]["class_names"] == sorted(AG_NEWS) and config["training"]["config"]["epochs"] == 1
+
+    after = classify(client)
+    assert [a["probabilities"] for a in after] != [b["probabilities"] for b in before]
+    assert all(sum(a["probabilities"].values()) == pytest.approx(1.0, abs=1e-5) for a in after)
+    vectors_after = client.predict(SENTENCES, "mean", True, api_name="/embed")[2]["embeddings"]
+    assert vectors_after == vectors_before, "training never touches the shared encoder"
+
+
+def test_stop_ends_the_run_at_the_next_step_and_keeps_the_model(client):
+    job = client.submit(*train_args(epochs=100, batch_size=4), api_name="/train")
+    wait_for(job, lambda out: "Training" in out[2])
+    assert "Stopping" in client.predict(api_name="/stop")
+    loss_plot, metrics, status, model_zip, note = job.result(timeout=300)
+    assert "Stopped" in status
+    assert len(metrics["data"]) < 100
+    assert model_zip and Path(model_zip).stat().st_size > 0
+    assert "your model" in note.lower() and all(len(p["probabilities"]) == 4 for p in classify(client))
+    assert "No run is going" in client.predict(api_name="/stop")
+
+
+def test_two_visitors_training_at_once_keep_their_own_models(server, tmp_path):
+    pets = tmp_path / "pets.csv"
+    rows = [("The cat purred on my lap.", "cats"), ("My kitten chased a ball of yarn.", "cats"),
+            ("The cat ignored its new toy.", "cats"), ("Our tabby sleeps all afternoon.", "cats"),
+            ("The cat climbed the curtains again.", "cats"), ("A kitten meowed at the door.", "cats"),
+            ("The dog fetched the stick.", "dogs"), ("My puppy barked at the mailman.", "dogs"),
+            ("The dog wagged its tail happily.", "dogs"), ("Our beagle loves long walks.", "dogs"),
+            ("The puppy chewed my shoe.", "dogs"), ("The dog dug a hole in the garden.", "dogs")]
+    pets.write_text("text,label\n" + "\n".join(f'"{t}",{label}' for t, label in rows) + "\n")
+    alice, bob, carol = (Client(server.url, verbose=False) for _ in range(3))
+
+    alice_job = alice.submit(*train_args(source="csv", csv_file=handle_file(str(pets)), epochs=30), api_name="/train")
+    bob_job = bob.submit(*train_args(epochs=3), api_name="/train")
+    assert "Done" in alice_job.result(timeout=300)[2] and "Done" in bob_job.result(timeout=300)[2]
+
+    pets_said = classify(alice, "A kitten napped in the sun.\nThe puppy barked all night.")
+    assert all(set(p["probabilities"]) == {"cats", "dogs"} and p["sentiment"] is None for p in pets_said)
+    assert [p["label"] for p in pets_said] == ["cats", "dogs"]
+    assert all(set(p["probabilities"]) == AG_NEWS for p in classify(bob))
+    shipped = classify(carol)
+    assert all(set(p["probabilities"]) == AG_NEWS for p in shipped)
+    assert [p["probabilities"] for p in shipped] != [p["probabilities"] for p in classify(bob)]
+
+
+# -- bad input ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint, args", [("/compare", ("  \n ", "mean", True)), ("/embed", ("", "mean", True)),
+                                            ("/classify", ("\n\n",))])
+def test_empty_text_is_a_clear_error(client, endpoint, args):
+    with pytest.raises(AppError, match="Type at least one sentence"):
+        client.predict(*args, api_name=endpoint)
+
+
+def test_bad_settings_and_data_are_clear_errors_and_the_app_keeps_serving(client, tmp_path):
+    with pytest.raises(AppError, match="Learning rate must be > 0"):
+        client.predict(*train_args(learning_rate=0), api_name="/train")
+    with pytest.raises(AppError, match="'median'.* is not in the list of choices: \\['mean', 'cls'"):
+        client.predict("One sentence.", "median", True, api_name="/compare")
+    broken = tmp_path / "broken.csv"
+    broken.write_text("text,label,sentiment\nGood film.,Film,0.9\nBad film.,Film,abc\n")
+    with pytest.raises(AppError, match=r"broken\.csv: row 3, column 'sentiment': 'abc' is not a number"):
+        client.predict(*train_args(source="csv", csv_file=handle_file(str(broken))), api_name="/train")
+    with pytest.raises(AppError, match="Upload a CSV file first"):
+        client.predict(*train_args(source="csv"), api_name="/train")
+    with pytest.raises(AppError, match=f"Value {MAX_EPOCHS + 1} is greater than maximum value {MAX_EPOCHS}"):
+        client.predict(*train_args(epochs=MAX_EPOCHS + 1), api_name="/train")
+    with pytest.raises(AppError, match="trains nothing"):
+        client.predict(*train_args(preset="all"), api_name="/train")
+    heatmap = client.predict("Still here?\nYes, still serving.", "mean", True, api_name="/compare")[0]
+    assert heatmap_scores(heatmap).shape == (2, 2)
+
+
+def test_a_host_bounds_runs_through_environment_variables(monkeypatch):
+    import app  # importing the app builds nothing and starts no server
+
+    monkeypatch.setenv("SENTENCE_LAB_MAX_EPOCHS", "7")
+    monkeypatch.setenv("SENTENCE_LAB_MAX_SECONDS", "2.5")
+    limits = app.Limits.from_env()
+    assert (limits.max_epochs, limits.max_seconds, limits.max_rows) == (7, 2.5, app.Limits.max_rows)
+    monkeypatch.setenv("SENTENCE_LAB_MAX_ROWS", "lots")
+    with pytest.raises(ValueError, match="SENTENCE_LAB_MAX_ROWS='lots' is not a whole number"):
+        app.Limits.from_env()
+
+
+def test_core_never_imports_gradio():
+    code = "import sys, core, core.plots; assert 'gradio' not in sys.modules, 'core imported gradio'"
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, check=True)
+
+
+# -- the plot builders ------------------------------------------------------------------------------------
+
+
+def test_plot_builders_turn_failures_into_a_message_figure():
+    broken = plots.similarity_heatmap(["a", "b"], np.zeros((3, 3)))
+    assert isinstance(broken, go.Figure) and not broken.data
+    assert "Could not draw this plot" in broken.layout.annotations[0].text
+    ok = plots.prediction_figure([Prediction("x", "A", {"A": 0.7, "B": 0.3}, -0.5)], ["A", "B"])
+    assert len(ok.data) == 2 and "negative" in ok.data[1].text[0]
+    assert "Press Start" in plots.loss_curves({}).layout.annotations[0].text
+
+
+def test_words_for_scores():
+    assert plots.sentiment_word(-0.6) == "negative" and plots.sentiment_word(0.05) == "neutral"
+    assert plots.sentiment_word(0.9, (0.0, 1.0)) == "positive" and plots.sentiment_word(0.5, (0.0, 1.0)) == "neutral"
+    assert plots.similarity_word(0.95) == "nearly the same meaning" and plots.similarity_word(0.05) == "unrelated"
+    coords, share = plots.pca_2d(np.eye(3))
+    assert coords.shape == (3, 2) and share.sum() <= 1.0 + 1e-9

@@ -1,0 +1,191 @@
+"""A person in a real browser (Playwright driving Debian's Chromium, headless) clicks through all four tabs.
+
+Screenshots of each tab go to test-artifacts/screenshots/ (ignored by git). With
+SENTENCE_LAB_UPDATE_SCREENSHOT=1 the Embed tab's also replaces assets/screenshot.png (the README's).
+Without /usr/bin/chromium the tests skip, unless SENTENCE_LAB_REQUIRE_BROWSER=1 (CI): then they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zipfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.app_server import ARTIFACTS, ROOT, running_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+REQUIRE_BROWSER_ENV = "SENTENCE_LAB_REQUIRE_BROWSER"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = ARTIFACTS / "screenshots"
+WAIT_MS = 120_000  # generous: the machine may be busy training something else
+
+POINTS_JS = """sel => { const g = document.querySelector(sel + ' .js-plotly-plot');
+  return g && g.data ? g.data.reduce((n, t) => n + (t.x ? t.x.length : 0), 0) : 0; }"""
+TRACE_TYPES_JS = """sel => { const g = document.querySelector(sel + ' .js-plotly-plot');
+  return g && g.data ? g.data.map(t => t.type) : []; }"""
+
+
+def _missing(message: str) -> None:
+    if os.environ.get(REQUIRE_BROWSER_ENV) == "1":
+        pytest.fail(f"{message} ({REQUIRE_BROWSER_ENV}=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright package is not installed (pip install -r requirements-dev.txt)")
+    if not CHROMIUM.exists():
+        _missing(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_app("app-server-browser") as server:
+        yield server
+
+
+@pytest.fixture
+def page(browser, server):
+    """A fresh visitor; fails the test if the page asks anything of a host other than the app's."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    context = browser.new_context(viewport={"width": 1360, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if urlparse(r.url).hostname not in (None, "127.0.0.1") and
+            urlparse(r.url).scheme in ("http", "https", "ws", "wss") else None)
+    page.goto(server.url)
+    yield page
+    context.close()
+    assert not outside, f"the page reached outside the app (it must work offline): {outside[:5]}"
+
+
+def shot(page, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def test_a_visitor_clicks_through_all_four_tabs(page):
+    from playwright.sync_api import expect
+
+    # Embed & compare: the examples are drawn on arrival; the visitor types their own and compares.
+    expect(page.locator("#heatmap .js-plotly-plot")).to_be_visible()
+    page.locator("#embed-text textarea").fill("The weather is lovely today.\nIt is sunny and warm outside.\n"
+                                              "The train was late again.\nMy laptop will not start.")
+    page.locator("#compare-btn").click()
+    expect(page.locator("#pairs")).to_contain_text("“The weather is lovely today.” and “It is sunny and warm outside.”")
+    expect(page.locator("#heatmap")).to_contain_text("1. The weather is lovely today.")
+    assert page.evaluate(TRACE_TYPES_JS, "#heatmap") == ["heatmap"]
+    expect(page.locator("#embed-info")).to_contain_text("384 numbers")
+    expect(page.locator("#sentence-map")).to_contain_text("4. My laptop will not start.")
+    page.locator("#normalize input[type=checkbox]").uncheck()  # the scores change with normalisation
+    expect(page.locator("#pairs")).to_contain_text("Highest score")
+    page.locator("#normalize input[type=checkbox]").check()
+    expect(page.locator("#pairs")).to_contain_text("Most alike")
+    page.wait_for_timeout(500)  # let plotly finish drawing before the picture
+    embed_shot = shot(page, "1-embed")
+    if os.environ.get("SENTENCE_LAB_UPDATE_SCREENSHOT") == "1":  # the README's picture
+        shutil.copyfile(embed_shot, ROOT / "assets" / "screenshot.png")
+
+    # Classify + sentiment with the shipped model.
+    open_tab(page, "Classify + sentiment")
+    expect(page.locator("#model-note")).to_contain_text("the shipped model")
+    page.locator("#classify-text textarea").fill("The goalkeeper saved a penalty in the final minute.\n"
+                                                 "The company's profits collapsed, a terrible quarter.")
+    page.locator("#classify-btn").click()
+    expect(page.locator("#classify-table")).to_contain_text("Sports")
+    expect(page.locator("#classify-table")).to_contain_text("negative")
+    expect(page.locator("#classify-plot .js-plotly-plot")).to_be_visible()
+    assert page.evaluate(TRACE_TYPES_JS, "#classify-plot").count("bar") == 4
+    shot(page, "2-classify")
+
+    # Train: a long run on purpose, watched while the curve grows, then stopped.
+    open_tab(page, "Train")
+    expect(page.locator("#param-count")).to_contain_text("Trainable parameters: 1,925 of")
+    expect(page.locator("#model-file")).to_be_disabled()  # nothing to download before a run
+    for field, value in (("#epochs", "100"), ("#batch-size", "4")):
+        box = page.locator(f"{field} input[type=number]")
+        box.fill(value)
+        box.press("Enter")
+    page.locator("#start-btn").click()
+    expect(page.locator("#train-status")).to_contain_text("Training")
+    page.wait_for_function(f"({POINTS_JS})('#loss-plot') > 0")
+    first = page.evaluate(POINTS_JS, "#loss-plot")
+    page.wait_for_function(f"({POINTS_JS})('#loss-plot') > {first}")  # the curve grows while the run goes on
+    expect(page.locator("#stop-btn")).to_be_enabled()
+    page.locator("#stop-btn").click()
+    expect(page.locator("#train-status")).to_contain_text("Stopped")
+    with page.expect_download() as download:  # the visitor keeps their model
+        page.locator("#model-file").click()
+    assert download.value.suggested_filename == "sentence-lab-model.zip"
+    with zipfile.ZipFile(download.value.path()) as archive:
+        assert {"sentence-lab-model/config.json", "sentence-lab-model/heads.safetensors"} <= set(archive.namelist())
+    expect(page.locator("#start-btn")).to_be_enabled()
+    assert page.evaluate(POINTS_JS, "#loss-plot") > first
+    shot(page, "3-train")
+
+    # The stopped run's model is now this visitor's model.
+    open_tab(page, "Classify + sentiment")
+    expect(page.locator("#model-note")).to_contain_text("your model")
+    page.locator("#classify-btn").click()
+    expect(page.locator("#classify-table")).to_contain_text("Sports")
+    page.locator("#default-btn").click()
+    expect(page.locator("#model-note")).to_contain_text("the shipped model")
+
+    open_tab(page, "Guide")
+    expect(page.get_by_role("heading", name="What is an embedding?")).to_be_visible()
+    expect(page.locator("#guide")).to_contain_text("Gradual unfreezing")
+    shot(page, "4-guide")
+
+
+def test_bad_input_shows_a_clear_message_and_the_page_keeps_working(page, tmp_path):
+    from playwright.sync_api import expect
+
+    expect(page.locator("#heatmap .js-plotly-plot")).to_be_visible()
+    page.locator("#embed-text textarea").fill("   ")
+    page.locator("#compare-btn").click()
+    expect(page.get_by_text("Type at least one sentence (one per line).").first).to_be_visible()
+
+    open_tab(page, "Train")
+    box = page.locator("#lr input")
+    box.fill("0")
+    box.press("Tab")
+    page.locator("#start-btn").click()
+    expect(page.get_by_text("Learning rate must be > 0, got 0").first).to_be_visible()
+    expect(page.locator("#start-btn")).to_be_enabled()
+
+    box.fill("0.02")
+    box.press("Tab")
+    broken = tmp_path / "reviews.csv"
+    broken.write_text("text,label,sentiment\nA fine film.,Film,0.9\nA dull film.,Film,abc\n")
+    page.get_by_label("My CSV file").check()
+    page.locator("#csv-file input[type=file]").set_input_files(str(broken))
+    expect(page.locator("#data-note")).to_contain_text("reviews.csv: row 3, column 'sentiment': 'abc' is not a number")
+    page.locator("#start-btn").click()
+    expect(page.get_by_text("row 3, column 'sentiment'").first).to_be_visible()
+    shot(page, "5-bad-input")
+
+    open_tab(page, "Embed & compare")
+    page.locator("#embed-text textarea").fill("Still working?\nYes, it still works.")
+    page.locator("#compare-btn").click()
+    expect(page.locator("#heatmap")).to_contain_text("2. Yes, it still works.")
