@@ -123,7 +123,9 @@ def test_a_visitor_clicks_through_all_four_tabs(page):
     open_tab(page, "Train")
     expect(page.locator("#param-count")).to_contain_text("Trainable parameters: 1,925 of")
     expect(page.locator("#model-file")).to_be_disabled()  # nothing to download before a run
-    for field, value in (("#epochs", "100"), ("#batch-size", "4")):
+    # Long enough that Stop, not early stopping, ends it: the most rows, small steps, many epochs
+    # (a short run at a high rate finished by early stopping in 8 s under load, before Stop landed).
+    for field, value in (("#size", "1000"), ("#epochs", "100"), ("#batch-size", "4"), ("#lr", "0.0005")):
         box = page.locator(f"{field} input[type=number]")
         box.fill(value)
         box.press("Enter")
