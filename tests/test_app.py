@@ -172,7 +172,8 @@ def test_a_short_run_streams_updates_and_becomes_this_visitors_model(client, tmp
 
 
 def test_stop_ends_the_run_at_the_next_step_and_keeps_the_model(client):
-    job = client.submit(*train_args(epochs=100, batch_size=4), api_name="/train")
+    # Long enough that Stop, not early stopping, ends it (the most rows, small steps, many epochs).
+    job = client.submit(*train_args(size=1000, epochs=100, batch_size=4, learning_rate=0.0005), api_name="/train")
     wait_for(job, lambda out: "Training" in out[2])
     assert "Stopping" in client.predict(api_name="/stop")
     loss_plot, metrics, status, model_zip, note = job.result(timeout=300)
