@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .data import BUILTIN_DATASETS
-from .config import DEFAULT_HEADS_DIR, DEFAULT_MODEL, FREEZE_PRESETS, POOLING_MODES, TrainingConfig
+from .config import BUILTIN_DATASETS, DEFAULT_HEADS_DIR, DEFAULT_MODEL, FREEZE_PRESETS, POOLING_MODES, TrainingConfig
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
@@ -55,7 +54,7 @@ def cmd_predict(args: argparse.Namespace) -> Any:
 def cmd_train(args: argparse.Namespace) -> Any:
     from .data import load_builtin, read_csvs
     from .model import MultiTaskModel
-    from .training import fit
+    from .training import fit, seed_everything
 
     if bool(args.csv) == bool(args.builtin):
         raise ValueError(f"give training data as --csv FILE (repeatable) or --builtin {{{','.join(BUILTIN_DATASETS)}}}, not both or neither")
@@ -76,8 +75,6 @@ def cmd_train(args: argparse.Namespace) -> Any:
         train_data = data
     else:
         train_data, val_data = data.split(args.val_fraction, seed=args.seed)
-    from .training import seed_everything
-
     seed_everything(args.seed)  # the heads' initial weights come from the seed too
     model = MultiTaskModel.from_pretrained(args.model, class_names=data.class_names, sentiment="sentiment" in data.tasks,
                                            sentiment_range=model_range, pooling=args.pooling, normalize=args.normalize,

@@ -26,6 +26,8 @@ TASKS: tuple[str, ...] = ("classification", "sentiment")
 
 PADDING_MODES: tuple[str, ...] = ("longest", "max_length")
 
+BUILTIN_DATASETS: tuple[str, ...] = ("synthetic", "bbc_news")  # data sets that need no files (core.data.load_builtin)
+
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:

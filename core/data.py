@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 
 import torch
 
+from .config import BUILTIN_DATASETS
 from .losses import IGNORE_LABEL
 
 TEXT, LABEL, SENTIMENT = "text", "label", "sentiment"
@@ -292,9 +293,6 @@ def load_bbc_news() -> MultiTaskDataset:
             labels.append(label)
             rows.append(f"bbc_news {folder}/{path.name}")
     return MultiTaskDataset(texts, labels, [None] * len(texts), rows)
-
-
-BUILTIN_DATASETS = ("synthetic", "bbc_news")
 
 
 def load_builtin(name: str, *, size: int = 400, seed: int = 0) -> MultiTaskDataset:
