@@ -27,6 +27,15 @@ from .precision import DTYPES, HalfCopies, check_precision, fast_precision
 
 logger = logging.getLogger(__name__)
 
+
+def encoder_layers(backbone: nn.Module) -> nn.ModuleList:
+    """The backbone's stack of transformer layers, bottom first (BERT: encoder.layer)."""
+    n = getattr(backbone.config, "num_hidden_layers", None)
+    for module in backbone.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise ValueError(f"Cannot find the {n} transformer layers of {type(backbone).__name__} for layer-wise freezing")
+
 _DEFAULT_ALIASES = (DEFAULT_MODEL, "all-MiniLM-L6-v2")
 
 
@@ -216,6 +225,37 @@ class SentenceEncoder(nn.Module):
         backbone = self.backbone if precision == "fp32" else self._half.get(self.backbone, DTYPES[precision])
         token_embeddings = backbone(**features).last_hidden_state.float()  # (B, T, H); pool in fp32
         return pool(token_embeddings, features["attention_mask"], self.config.pooling)
+
+    # -- the split forward: frozen bottom layers run once, trainable top layers every step ----
+
+    def can_split(self) -> bool:
+        """Whether ``bottom``/``top`` can run this backbone in two parts (BERT-style encoders can)."""
+        try:
+            encoder_layers(self.backbone)
+        except ValueError:
+            return False
+        return hasattr(self.backbone, "embeddings") and not getattr(self.backbone.config, "is_decoder", False)
+
+    def bottom(self, features: dict[str, Tensor], num_layers: int) -> Tensor:
+        """Embeddings + the first ``num_layers`` transformer layers: (B, T) ids -> (B, T, H) hidden states."""
+        embeddings = self.backbone.embeddings(input_ids=features["input_ids"], token_type_ids=features.get("token_type_ids"))
+        return self._run_layers(embeddings, features["attention_mask"], 0, num_layers)
+
+    def top(self, hidden: Tensor, attention_mask: Tensor, start: int) -> Tensor:
+        """The layers from ``start`` up, then pooling: (B, T, H) hidden states -> (B, H) float32.
+
+        ``top(bottom(features, k), features["attention_mask"], k)`` equals ``pooled(features)``.
+        """
+        hidden = self._run_layers(hidden, attention_mask, start, None)
+        return pool(hidden.float(), attention_mask, self.config.pooling)
+
+    def _run_layers(self, hidden: Tensor, attention_mask: Tensor, start: int, stop: int | None) -> Tensor:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        mask = create_bidirectional_mask(config=self.backbone.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        for layer in encoder_layers(self.backbone)[start:stop]:
+            hidden = layer(hidden, mask)
+        return hidden
 
     def resolve_precision(self, precision: str) -> str:
         """'auto' -> the fastest mode this hardware keeps within cosine 0.999 of fp32; others are checked."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from .config import FREEZE_PRESETS
+from .encoder import encoder_layers
 
 if TYPE_CHECKING:
     from .model import MultiTaskModel
@@ -60,15 +61,6 @@ class FreezeReport:
 def model_parts(model: MultiTaskModel) -> dict[str, nn.Module | None]:
     return {"encoder": model.encoder.backbone, "projection": model.encoder.projection,
             "classification_head": model.classifier, "sentiment_head": model.sentiment_head}
-
-
-def encoder_layers(backbone: nn.Module) -> nn.ModuleList:
-    """The backbone's stack of transformer layers, bottom first (BERT: encoder.layer)."""
-    n = getattr(backbone.config, "num_hidden_layers", None)
-    for module in backbone.modules():
-        if isinstance(module, nn.ModuleList) and len(module) == n:
-            return module
-    raise ValueError(f"Cannot find the {n} transformer layers of {type(backbone).__name__} for layer-wise freezing")
 
 
 def _set(module: nn.Module | None, trainable: bool) -> None:

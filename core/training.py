@@ -20,6 +20,7 @@ import torch
 
 from .config import TrainingConfig
 from .data import MultiTaskDataset
+from .encoder import encoder_layers
 from .freezing import FreezeReport, apply_preset, freeze_report, parameter_groups, unfreeze_top_layers
 from .losses import IGNORE_LABEL, MultiTaskLoss
 from .metrics import classification_metrics, regression_metrics
@@ -40,7 +41,7 @@ class StartEvent:
     total_steps: int
     steps_per_epoch: int
     freeze: FreezeReport
-    cached: bool  # embeddings computed once (encoder frozen)
+    cached: bool  # the frozen part of the encoder runs once, not every step
     kind: str = "start"
 
 
@@ -122,25 +123,103 @@ def warmup_linear_decay(warmup_steps: int, total_steps: int) -> Callable[[int], 
 
 
 class _Inputs:
-    """A dataset on the device as the loop needs it: cached pooled vectors or token ids, plus targets."""
+    """A dataset on the device as the loop needs it: targets, plus what each step starts from.
 
-    def __init__(self, model: MultiTaskModel, data: MultiTaskDataset, cached: bool, batch_size: int) -> None:
-        self.model, self.cached = model, cached
+    A step starts from as high up the encoder as its frozen part allows (``set_frozen``):
+    cached pooled vectors when the whole encoder is frozen; cached hidden states below the
+    first trainable layer when only the bottom is frozen (gradual unfreezing: the frozen
+    bottom runs once per epoch, the open top every step); token ids when the embeddings train.
+    """
+
+    def __init__(self, model: MultiTaskModel, data: MultiTaskDataset, batch_size: int) -> None:
+        self.model, self.texts, self.batch_size = model, data.texts, max(batch_size, 64)
         device = model.encoder.device
         self.labels = data.label_ids(model.class_names).to(device)  # (N,)
         self.targets = data.sentiment_targets().to(device)  # (N,)
-        if cached:
-            self.pooled = model.encoder.embed(data.texts, batch_size=max(batch_size, 64), convert_to="tensor", stage="pooled").embeddings
-        else:
-            self.ids, _ = model.encoder.tokenize(data.texts)
+        self._ids: list[list[int]] | None = None
+        self.frozen_layers: int | None = None  # layers below the cache; None: no cache
+        self.pooled: torch.Tensor | None = None  # (N, H) when the whole encoder is frozen
+        self.hidden: list[torch.Tensor] | None = None  # N x (T_i, H) when only the bottom is
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def ids(self) -> list[list[int]]:
+        if self._ids is None:
+            self._ids, _ = self.model.encoder.tokenize(self.texts)  # once, when a step or the cache first needs them
+        return self._ids
+
+    def set_frozen(self, frozen_layers: int | None) -> None:
+        """(Re)build the cache for an encoder whose embeddings and bottom ``frozen_layers`` layers are frozen."""
+        if frozen_layers == self.frozen_layers:
+            return
+        encoder = self.model.encoder
+        self.frozen_layers, self.pooled, self.hidden = frozen_layers, None, None
+        if frozen_layers is None:
+            return
+        if frozen_layers == len(encoder_layers(encoder.backbone)):
+            self.pooled = encoder.embed(self.texts, batch_size=self.batch_size, convert_to="tensor", stage="pooled").embeddings
+        else:
+            self.hidden = _hidden_states(encoder, self.ids, frozen_layers, self.batch_size)
+
     def forward(self, index: torch.Tensor, tasks: tuple[str, ...]):
-        if self.cached:
+        if self.pooled is not None:
             return self.model(pooled=self.pooled[index.to(self.pooled.device)], tasks=tasks)
+        if self.hidden is not None:
+            encoder = self.model.encoder
+            rows = [self.hidden[i] for i in index.tolist()]
+            side = getattr(encoder.tokenizer, "padding_side", "right")
+            hidden = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_side=side)  # (B, T, H)
+            mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(r), dtype=torch.long, device=r.device) for r in rows],
+                                                   batch_first=True, padding_side=side)
+            return self.model(pooled=encoder.top(hidden, mask, self.frozen_layers), tasks=tasks)
         return self.model(self.model.encoder.collate([self.ids[i] for i in index.tolist()]), tasks=tasks)
+
+
+@torch.no_grad()
+def _hidden_states(encoder, ids: list[list[int]], num_layers: int, batch_size: int) -> list[torch.Tensor]:
+    """Each text's hidden states after the embeddings and ``num_layers`` layers, unpadded: (T_i, H)."""
+    was_training = encoder.training
+    encoder.eval()
+    out: list[torch.Tensor] = [torch.empty(0)] * len(ids)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch: little padding
+    try:
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            features = encoder.collate([ids[i] for i in batch])
+            hidden, mask = encoder.bottom(features, num_layers), features["attention_mask"].bool()
+            for row, i in enumerate(batch):
+                out[i] = hidden[row][mask[row]].clone()
+    finally:
+        encoder.train(was_training)
+    return out
+
+
+def _frozen_bottom(model: MultiTaskModel) -> int | None:
+    """How many bottom layers a cache can cover: all of them when the encoder is frozen, the
+    frozen ones below the first trainable layer otherwise; None when the embeddings train or
+    the backbone cannot be run in two parts."""
+    backbone = model.encoder.backbone
+    layers = encoder_layers(backbone)
+    if not any(p.requires_grad for p in backbone.parameters()):
+        return len(layers)
+    if not model.encoder.can_split() or any(p.requires_grad for p in backbone.embeddings.parameters()):
+        return None
+    return next(i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters()))
+
+
+def _freeze_modes(model: MultiTaskModel, frozen_layers: int | None) -> None:
+    """Frozen bottom layers run as in inference (no dropout), as the cache computed them."""
+    backbone = model.encoder.backbone
+    if frozen_layers is None:
+        return
+    if frozen_layers == len(encoder_layers(backbone)):
+        backbone.eval()
+        return
+    backbone.embeddings.eval()
+    for layer in encoder_layers(backbone)[:frozen_layers]:
+        layer.eval()
 
 
 def _rows_with_targets(data: MultiTaskDataset, tasks: tuple[str, ...]) -> MultiTaskDataset:
@@ -241,10 +320,9 @@ def train(
     if report.trainable == 0:
         raise ValueError(f"Nothing to train: freeze preset {config.freeze!r} freezes every parameter")
 
-    backbone_frozen = not any(p.requires_grad for p in model.encoder.backbone.parameters())
-    cached = config.cache_embeddings and backbone_frozen and not config.gradual_unfreeze
-    train_inputs = _Inputs(model, train_data, cached, config.batch_size)
-    val_inputs = _Inputs(model, val_data, cached, config.batch_size) if val_data is not None and len(val_data) else None
+    train_inputs = _Inputs(model, train_data, config.batch_size)
+    val_inputs = _Inputs(model, val_data, config.batch_size) if val_data is not None and len(val_data) else None
+    frozen_layers = _frozen_bottom(model)
     val_tasks = tuple(t for t in tasks if val_data is not None and t in val_data.tasks)
 
     optimizer = torch.optim.AdamW(parameter_groups(model, config.learning_rate, encoder_learning_rate=config.encoder_learning_rate,
@@ -254,7 +332,8 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(int(config.warmup_ratio * total_steps), total_steps))
     loss_fn = MultiTaskLoss(config.task_weights)
     generator = torch.Generator().manual_seed(config.seed)
-    yield StartEvent(total_steps=total_steps, steps_per_epoch=steps_per_epoch, freeze=report, cached=cached)
+    yield StartEvent(total_steps=total_steps, steps_per_epoch=steps_per_epoch, freeze=report,
+                     cached=config.cache_embeddings and frozen_layers is not None)
 
     history: list[dict[str, Any]] = []
     # Only weights that can change are snapshotted for early stopping: a frozen encoder is 22.7M
@@ -266,9 +345,12 @@ def train(
     for epoch in range(config.epochs):
         if config.gradual_unfreeze and epoch > 0:
             report = unfreeze_top_layers(model, epoch)
+            frozen_layers = _frozen_bottom(model)
+        for inputs in (train_inputs, val_inputs):
+            if inputs is not None:
+                inputs.set_frozen(frozen_layers if config.cache_embeddings else None)  # runs the frozen bottom
         model.train()
-        if not any(p.requires_grad for p in model.encoder.backbone.parameters()):
-            model.encoder.backbone.eval()  # a frozen encoder gives the same vectors as the cache: no dropout
+        _freeze_modes(model, frozen_layers)
         sums: dict[str, float] = {}
         steps = 0
         for step, index in enumerate(torch.randperm(len(train_data), generator=generator).split(config.batch_size), 1):

@@ -121,3 +121,15 @@ def test_bad_inputs(tiny_encoder):
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         tiny_encoder.encode(["ok"], batch_size=0)
     assert tiny_encoder.encode([]).shape == (0, 32)
+
+
+def test_split_forward_equals_the_whole(real_encoder):
+    """bottom(k layers) then top(from layer k) is the same computation as the whole backbone."""
+    assert real_encoder.can_split()
+    texts = ["short", "a somewhat longer sentence that needs padding in the batch", "émojis 🎉 and RTL مرحبا"]
+    features = real_encoder.collate(real_encoder.tokenize(texts)[0])
+    with torch.no_grad():
+        whole = real_encoder.pooled(features)
+        for k in (0, 3, 6):
+            split = real_encoder.top(real_encoder.bottom(features, k), features["attention_mask"], k)
+            assert (split - whole).abs().max() <= 1e-5, k

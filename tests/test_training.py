@@ -134,8 +134,38 @@ def test_gradual_unfreezing_opens_one_layer_per_epoch(tiny_model, synthetic):
     train_set, val_set = synthetic
     config = TrainingConfig(epochs=3, gradual_unfreeze=True, layer_lr_decay=0.8, early_stopping_patience=None)
     events = list(train(tiny_model, train_set, val_set, config))
-    assert not events[0].cached
+    assert events[0].cached
     assert [e.freeze.open_layers for e in events if isinstance(e, EpochEvent)] == [0, 1, 2]
+
+
+def test_gradual_unfreezing_runs_the_frozen_bottom_once_per_epoch(tiny_model, synthetic):
+    train_set, val_set = synthetic
+    bottom_calls, top_calls = [], []
+    layers = tiny_model.encoder.backbone.encoder.layer  # 2 layers
+    layers[0].register_forward_hook(lambda *args: bottom_calls.append(1))
+    layers[1].register_forward_hook(lambda *args: top_calls.append(1))
+    config = TrainingConfig(epochs=2, batch_size=8, gradual_unfreeze=True, early_stopping_patience=None)
+    list(train(tiny_model, train_set, val_set, config))
+    passes = math.ceil(len(train_set) / 64) + math.ceil(len(val_set) / 64)  # one caching pass over train + val
+    steps = math.ceil(len(train_set) / 8)
+    # Epoch 1: heads only, from pooled vectors (one pass through both layers). Epoch 2: layer 0
+    # stays frozen and runs only in its caching pass; layer 1 is open and runs at every step and
+    # in validation.
+    assert len(bottom_calls) == 2 * passes
+    assert len(top_calls) == passes + steps + math.ceil(len(val_set) / 64)
+
+
+def test_gradual_unfreezing_cached_and_uncached_agree(tokenizer, synthetic):
+    train_set, val_set = synthetic
+    states = []
+    for cache in (True, False):
+        model = _tiny(tokenizer)
+        model.encoder.backbone.config.hidden_dropout_prob = 0.0
+        fit(model, train_set, val_set, TrainingConfig(epochs=3, batch_size=16, gradual_unfreeze=True, cache_embeddings=cache,
+                                                      early_stopping_patience=None))
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+    for name, value in states[0].items():
+        assert torch.allclose(value, states[1][name], atol=1e-4), name
 
 
 def test_nothing_to_train_is_refused(tiny_model, synthetic):
