@@ -1,4 +1,4 @@
-"""Command line: python -m core {embed,predict,train,evaluate,evaluate-sts,bench}.
+"""Command line: python -m core {embed,predict,train,evaluate,evaluate-sts,export,bench}.
 
 Every subcommand prints JSON with --json, shows progress on stderr (off with --quiet), and on
 bad input exits with status 2 and a one-line reason.
@@ -86,6 +86,15 @@ def cmd_train(args: argparse.Namespace) -> Any:
     return {"out": str(out), "best_epoch": result.best_epoch, "metrics": result.best_metrics, "history": result.history,
             "stopped_early": result.stopped_early, "steps": result.steps, "seconds": round(result.seconds, 2),
             "freeze": result.freeze.to_dict()}
+
+
+def cmd_export(args: argparse.Namespace) -> Any:
+    from .export import export
+    from .model import MultiTaskModel
+
+    model = MultiTaskModel.load(_model_dir(args))
+    folder = export(model, args.out, args.format)
+    return {"format": args.format, "folder": str(folder), "files": sorted(p.name for p in folder.iterdir())}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> Any:
@@ -195,7 +204,7 @@ def _print_human(command: str, result: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Sentence Lab: sentence embeddings with topic and sentiment heads.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,predict,train,evaluate,evaluate-sts,bench}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,predict,train,evaluate,evaluate-sts,export,bench}")
 
     def common(p: argparse.ArgumentParser, batch: int = 32) -> None:
         p.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -260,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", default=DEFAULT_MODEL, help="encoder name or folder when no --model")
     common(p, batch=64)
 
+    p = sub.add_parser("export", help="write a model as a sentence-transformers folder or one ONNX graph")
+    p.add_argument("out", help="folder to write (replaced if it exists)")
+    p.add_argument("--format", required=True, choices=["sentence-transformers", "onnx"])
+    p.add_argument("--model", help="saved model folder (default: the shipped heads)")
+    common(p)
+
     p = sub.add_parser("bench", help="speed against sentence-transformers, and the training cache")
     p.add_argument("--sets", nargs="+", default=["short", "long", "mixed"], choices=["short", "long", "mixed"])
     p.add_argument("--n", type=int, default=None, help="sentences per set (default 2000 short, 500 long, 500 mixed)")
@@ -276,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"embed": cmd_embed, "predict": cmd_predict, "train": cmd_train, "evaluate": cmd_evaluate,
-            "evaluate-sts": cmd_evaluate_sts, "bench": cmd_bench}
+            "evaluate-sts": cmd_evaluate_sts, "export": cmd_export, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ FORMAT_NAME = "sentence-lab"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 HEADS_FILE = "heads.safetensors"
+CARD_FILE = "README.md"
 ENCODER_DIR = "encoder"
 
 
@@ -239,6 +240,7 @@ class MultiTaskModel(nn.Module):
                     self.encoder.backbone.save_pretrained(tmp / ENCODER_DIR, safe_serialization=True)
                     self.encoder.tokenizer.save_pretrained(tmp / ENCODER_DIR)
             (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json_default) + "\n")
+            (tmp / CARD_FILE).write_text(model_card(self, "sentence-lab", folder=str(folder)))
             _replace_dir(tmp, folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -318,3 +320,9 @@ def _version() -> str:
     from . import __version__
 
     return __version__
+
+
+def model_card(model: MultiTaskModel, fmt: str, folder: str) -> str:
+    from .card import model_card as card
+
+    return card(model, fmt, folder)
