@@ -41,12 +41,22 @@ from core import (DoneEvent, EpochEvent, HeadsConfig, MultiTaskDataset, MultiTas
 from core import plots
 from core.config import DEFAULT_HEADS_DIR, POOLING_MODES
 from core.data import load_builtin
+from core.export import export
 from core.freezing import PRESET_HELP
 from core.training import seed_everything
 
 logger = logging.getLogger("sentence_lab.app")
 
 VAL_FRACTION = 0.2  # a fifth of the rows is held out for the validation curve and the metrics
+# What the Train tab's download offers: the label shown -> the format, and the folder name inside the zip.
+DOWNLOAD_FORMATS = {"Sentence Lab": "sentence-lab", "sentence-transformers": "sentence-transformers", "ONNX": "onnx"}
+DOWNLOAD_NAMES = {"sentence-lab": "sentence-lab-model", "sentence-transformers": "sentence-lab-st", "onnx": "sentence-lab-onnx"}
+DOWNLOAD_HELP = {
+    "Sentence Lab": "a folder for `MultiTaskModel.load` and `python -m core predict --model`.",
+    "sentence-transformers": "`SentenceTransformer(folder)` gives the same embeddings; the heads are in heads.safetensors.",
+    "ONNX": "one graph for onnxruntime: token ids in; embedding, topic probabilities and sentiment out.",
+}
+NO_DOWNLOAD = "<small>Train a model to download it.</small>"
 STREAM_EVERY_S = 0.25  # step events update the page at most ~4 times a second; epoch events always do
 
 EXAMPLE_SENTENCES = """A man is playing a guitar.
@@ -133,7 +143,8 @@ class Session:
     def __init__(self) -> None:
         self.model: MultiTaskModel | None = None  # None: the shipped model
         self.about: str = ""  # how the visitor's model was trained, in words
-        self.export_dir: Path | None = None  # holds the zip of the saved model folder
+        self.export_dir: Path | None = None  # holds the zips of the model, one per download format
+        self.downloads: dict[str, Path] = {}  # format -> zip, made when first asked for
         self.stop = threading.Event()
         self.running = False
 
@@ -146,7 +157,7 @@ class Session:
         """Make ``model`` this visitor's model (None: back to the shipped one); drops the old download."""
         if self.export_dir is not None:
             shutil.rmtree(self.export_dir, ignore_errors=True)
-        self.model, self.about, self.export_dir = model, about, None
+        self.model, self.about, self.export_dir, self.downloads = model, about, None, {}
 
     def close(self) -> None:
         """Gradio calls this when the visitor's session expires: stop their run, drop their model."""
@@ -316,7 +327,7 @@ def _result_words(result: TrainResult, seconds: float, timed_out: bool, limit_s:
     else:
         head = f"**Done in {seconds:.0f} s:** {len(result.history)} epochs, {result.steps} steps."
     return (f"{head}{best}<br>It is now **your model in the Classify tab**; "
-            "the **Download** button saves it as a zip.")
+            "the **Download** button saves it as a zip: Sentence Lab, sentence-transformers or ONNX.")
 
 
 # -- the handlers ---------------------------------------------------------------------------------------
@@ -409,9 +420,10 @@ class SentenceLab:
         figure = plots.prediction_figure(predictions, model.class_names, scale)
         return figure, pd.DataFrame(rows, columns=CLASSIFY_COLUMNS), [p.to_dict() for p in predictions]
 
-    def use_default_model(self, session: Session) -> tuple[str, Any, Session]:
+    def use_default_model(self, session: Session) -> tuple[str, Any, str, Session]:
         session.set_model(None)
-        return _model_note(session, self.default_model), gr.DownloadButton(value=None, interactive=False), session
+        return (_model_note(session, self.default_model), gr.DownloadButton(value=None, interactive=False), NO_DOWNLOAD,
+                session)
 
     # Train -----------------------------------------------------------------------------------------
 
@@ -566,15 +578,34 @@ class SentenceLab:
             session.running = False
             session.stop.clear()
 
-    def _export(self, model: MultiTaskModel, session: Session) -> Path:
-        """Save the model folder and zip it; the zip lives until this visitor's next model replaces it."""
-        folder = Path(tempfile.mkdtemp(prefix="model-", dir=self._exports))
-        model.save(folder / "sentence-lab-model")
-        archive = shutil.make_archive(str(folder / "sentence-lab-model"), "zip", root_dir=folder,
-                                      base_dir="sentence-lab-model")
-        shutil.rmtree(folder / "sentence-lab-model", ignore_errors=True)
-        session.export_dir = folder
+    def _export(self, model: MultiTaskModel, session: Session, fmt: str = "sentence-lab") -> Path:
+        """The model as a zip in one format, made once; it lives until this visitor's next model replaces it."""
+        if fmt in session.downloads:
+            return session.downloads[fmt]
+        if session.export_dir is None:
+            session.export_dir = Path(tempfile.mkdtemp(prefix="model-", dir=self._exports))
+        name = DOWNLOAD_NAMES[fmt]
+        folder = session.export_dir / name
+        if fmt == "sentence-lab":
+            model.save(folder)
+        else:
+            export(model, folder, fmt)
+        archive = shutil.make_archive(str(folder), "zip", root_dir=session.export_dir, base_dir=name)
+        shutil.rmtree(folder, ignore_errors=True)
+        session.downloads[fmt] = Path(archive)
         return Path(archive)
+
+    def prepare_download(self, choice: str, session: Session) -> tuple[Any, str]:
+        """Point the download button at the visitor's model in the chosen format; say what it holds."""
+        if session.model is None or session.running:
+            return gr.DownloadButton(value=None, interactive=False), NO_DOWNLOAD
+        if choice not in DOWNLOAD_FORMATS:
+            raise _bad_input(f"Unknown download format {choice!r}. Choose one of: {', '.join(DOWNLOAD_FORMATS)}")
+        with _shown_in_page():
+            archive = self._export(session.model, session, DOWNLOAD_FORMATS[choice])
+        size = archive.stat().st_size / 1e6
+        return (gr.DownloadButton(value=str(archive), interactive=True),
+                f"Ready: **{archive.name}** ({size:.1f} MB), {DOWNLOAD_HELP[choice]}")
 
     def stop(self, session: Session) -> str:
         """Ask this visitor's run to end at its next step; the model keeps what it learned so far."""
@@ -782,6 +813,9 @@ def build_app(encoder: SentenceEncoder | None = None, default_model: MultiTaskMo
                 stop_btn = gr.Button("■ Stop", variant="stop", elem_id="stop-btn", scale=1)
                 model_file = gr.DownloadButton("Download your model (.zip)", value=None, variant="secondary", scale=1,
                                                interactive=False, elem_id="model-file")
+                download_format = gr.Radio(list(DOWNLOAD_FORMATS), value="Sentence Lab", label="Download as",
+                                           elem_id="download-format", scale=2)
+            download_note = gr.Markdown(NO_DOWNLOAD, elem_id="download-note")
             stop_reply = gr.Markdown(visible=False, label="Stop")
             train_status = gr.Markdown("Choose your settings, then press **Start**.", label="Status",
                                        elem_id="train-status")
@@ -804,7 +838,7 @@ def build_app(encoder: SentenceEncoder | None = None, default_model: MultiTaskMo
 
         gr.on([classify_btn.click, classify_text.submit], lab.classify, [classify_text, session],
               [classify_plot, classify_table, classify_json], api_name="classify", show_progress_on=[classify_table])
-        default_btn.click(lab.use_default_model, session, [model_note, model_file, session], **private)
+        default_btn.click(lab.use_default_model, session, [model_note, model_file, download_note, session], **private)
 
         setup_inputs = [source, size, seed, csv_file, preset, gradual, epochs]
         gr.on([source.change, size.release, seed.change, csv_file.change, preset.change, gradual.change,
@@ -819,7 +853,9 @@ def build_app(encoder: SentenceEncoder | None = None, default_model: MultiTaskMo
         trained = start_btn.click(lab.train, train_inputs, train_outputs, api_name="train",
                                   concurrency_limit=lim.max_runs, concurrency_id="train",
                                   show_progress_on=[train_status])
-        trained.success(lambda: gr.DownloadButton(interactive=True), None, model_file, **private)
+        trained.success(lab.prepare_download, [download_format, session], [model_file, download_note], **private)
+        download_format.change(lab.prepare_download, [download_format, session], [model_file, download_note],
+                               show_progress_on=[download_note], **private)
         # Stop's reply is for API callers; the page sees the run's own status turn to "Stopped" at the next
         # step (a visible reply could arrive after that final status and overwrite it).
         stop_btn.click(lab.stop, session, stop_reply, api_name="stop", concurrency_limit=None, show_progress="hidden")

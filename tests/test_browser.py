@@ -141,7 +141,18 @@ def test_a_visitor_clicks_through_all_four_tabs(page):
         page.locator("#model-file").click()
     assert download.value.suggested_filename == "sentence-lab-model.zip"
     with zipfile.ZipFile(download.value.path()) as archive:
-        assert {"sentence-lab-model/config.json", "sentence-lab-model/heads.safetensors"} <= set(archive.namelist())
+        assert {"sentence-lab-model/config.json", "sentence-lab-model/heads.safetensors",
+                "sentence-lab-model/README.md"} <= set(archive.namelist())
+    # The same model as a sentence-transformers folder and as one ONNX graph.
+    for choice, name, inside in (("ONNX", "sentence-lab-onnx", "model.onnx"),
+                                 ("sentence-transformers", "sentence-lab-st", "modules.json")):
+        page.locator("#download-format").get_by_label(choice, exact=True).check()
+        expect(page.locator("#download-note")).to_contain_text(f"Ready: {name}.zip", timeout=120_000)
+        with page.expect_download() as download:
+            page.locator("#model-file").click()
+        assert download.value.suggested_filename == f"{name}.zip"
+        with zipfile.ZipFile(download.value.path()) as archive:
+            assert {f"{name}/{inside}", f"{name}/README.md", f"{name}/sentence_lab.json"} <= set(archive.namelist())
     expect(page.locator("#start-btn")).to_be_enabled()
     assert page.evaluate(POINTS_JS, "#loss-plot") > first
     shot(page, "3-train")
