@@ -165,10 +165,14 @@ class MultiTaskModel(nn.Module):
         return scores.clamp(lo, hi)
 
     @torch.inference_mode()
-    def predict_tensors(self, texts: Sequence[str], batch_size: int = 32, show_progress_bar: bool = False) -> MultiTaskOutput:
-        """Batched inference in eval mode: raw head outputs (logits, unclipped sentiment), input order."""
+    def predict_tensors(self, texts: Sequence[str], batch_size: int = 32, show_progress_bar: bool = False,
+                        precision: str = "fp32") -> MultiTaskOutput:
+        """Batched inference in eval mode: raw head outputs (logits, unclipped sentiment), input order.
+
+        ``precision`` is the encoder's (see ``SentenceEncoder.embed``); the heads run in fp32.
+        """
         pooled = self.encoder.embed(texts, batch_size=batch_size, convert_to="tensor", stage="pooled",
-                                    show_progress_bar=show_progress_bar).embeddings
+                                    show_progress_bar=show_progress_bar, precision=precision).embeddings
         was_training = self.training
         self.eval()
         try:
@@ -176,14 +180,15 @@ class MultiTaskModel(nn.Module):
         finally:
             self.train(was_training)
 
-    def predict(self, texts: str | Sequence[str], batch_size: int = 32, show_progress_bar: bool = False) -> list[Prediction]:
+    def predict(self, texts: str | Sequence[str], batch_size: int = 32, show_progress_bar: bool = False,
+                precision: str = "fp32") -> list[Prediction]:
         """Per text: class probabilities (softmax), the top class name, and the sentiment score."""
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
         if not texts:
             return []
-        out = self.predict_tensors(texts, batch_size, show_progress_bar)
+        out = self.predict_tensors(texts, batch_size, show_progress_bar, precision)
         probs = torch.softmax(out.logits.float(), dim=-1).cpu().numpy() if out.logits is not None else None
         scores = self.clip_sentiment(out.sentiment).float().cpu().numpy() if out.sentiment is not None else None
         names = self.class_names

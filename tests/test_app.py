@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 import plotly.graph_objects as go
 import pytest
 from gradio_client import Client, handle_file
@@ -122,6 +123,10 @@ def test_embed_gives_the_size_a_map_and_notes_truncation(client):
     points = figure(sentence_map)["data"]  # one trace per sentence, named by it in the legend
     assert [p["customdata"][0] for p in points] == ["A short sentence.", long_sentence.strip()]
     assert points[0]["name"] == "1. A short sentence."
+    # Inference runs in the fast mode this CPU keeps within cosine 0.999 of fp32, and says which.
+    from core.precision import fast_precision
+
+    assert vectors["precision"] == fast_precision(torch.device("cpu")) and f"computed in {vectors['precision']}" in info
 
 
 # -- Classify ---------------------------------------------------------------------------------------------
