@@ -138,6 +138,13 @@ def cmd_bench(args: argparse.Namespace) -> Any:
 
     device = args.device or ("cuda" if _cuda() else "cpu")
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))  # noqa: E731
+    if args.profile:
+        log(f"profiling: {args.sets[0]} set, sentence-transformers and ours, on the CPU")
+        report = {"machine": bench.machine(), "profile": bench.profile(args.sets[0], args.n, batch_size=args.batch_size,
+                                                                       model=args.model)}
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        return report
     log(f"encoding: {', '.join(args.sets)} on {device}, batch {args.batch_size}")
     report: dict[str, Any] = {"machine": bench.machine(), "device": device, "batch_size": args.batch_size}
     configs = bench.CUDA_CONFIGS if device.startswith("cuda") else bench.CONFIGS
@@ -163,6 +170,9 @@ def _cuda() -> bool:
 
 
 def _print_bench(report: dict[str, Any]) -> None:
+    if "profile" in report:
+        _print_profile(report)
+        return
     m = report["machine"]
     print(f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}" + (f", {m['gpu']}" if "gpu" in m else "")
           + f"; device {report['device']}, batch {report['batch_size']}")
@@ -286,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--training", action=argparse.BooleanOptionalAction, default=True, help="also time cached vs uncached training")
     p.add_argument("--data", default=None, help="the shared datasets folder (default: $SENTENCE_LAB_DATA or ../shared/datasets)")
     p.add_argument("--out", default=None, help="also write the JSON report to this file")
+    p.add_argument("--profile", action="store_true",
+                   help="only profile where encoding time goes (first of --sets), sentence-transformers vs ours")
     common(p)
     return parser
 
@@ -324,6 +336,18 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+
+def _print_profile(report: dict[str, Any]) -> None:
+    p = report["profile"]
+    print(f"{p['n']} {p['set']} sentences, batch {p['batch_size']}: {p['real_tokens']:,} real tokens")
+    for name in ("sentence-transformers", "ours"):
+        r = p[name]
+        print(f"\n{name}: {r['sentences_per_s']:.1f} sentences/s; padded to {p['padded_tokens'][name]:,} tokens "
+              f"({p['padded_tokens'][name] / p['real_tokens'] - 1:+.0%} padding); tokenising alone {p['tokenize_s'][name]:.2f} s")
+        for op in r["ops"]:
+            print(f"  {op['op']:<32}{op['self_ms']:>10.1f} ms {op['share']:>6.1%} {op['calls']:>7} calls")
 
 
 if __name__ == "__main__":

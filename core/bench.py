@@ -158,6 +158,61 @@ def classify_latency(repeats: int = 50) -> dict[str, float]:
     return {"median_ms": statistics.median(times), "p90_ms": float(np.percentile(times, 90)), "repeats": repeats}
 
 
+def profile(set_name: str = "mixed", n: int | None = None, *, batch_size: int = 32, model: str | None = None,
+            top: int = 6) -> dict[str, Any]:
+    """Where encoding time goes, before (sentence-transformers' encode) and after (ours), on the CPU.
+
+    Counts the tokens each batching order pads to (sentence-transformers sorts by characters, we
+    sort by tokens), times tokenisation alone, and lists the heaviest torch ops under torch.profiler.
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from .config import DEFAULT_MODEL
+    from .encoder import SentenceEncoder, resolve_model_path
+
+    model = model or DEFAULT_MODEL
+    sentences = make_sentences(set_name, n)
+    encoder = SentenceEncoder.from_pretrained(model, normalize=True, device="cpu")
+    st = SentenceTransformer(resolve_model_path(model), device="cpu")
+    ids, _ = encoder.tokenize(sentences)
+    lengths = [len(x) for x in ids]
+
+    def padded(order: list[int]) -> int:
+        return sum(max(lengths[i] for i in order[s:s + batch_size]) * len(order[s:s + batch_size])
+                   for s in range(0, len(order), batch_size))
+
+    by_characters = sorted(range(len(sentences)), key=lambda i: -len(sentences[i]))
+    by_tokens = sorted(range(len(sentences)), key=lambda i: lengths[i])
+    report: dict[str, Any] = {"set": set_name, "n": len(sentences), "batch_size": batch_size, "real_tokens": sum(lengths),
+                              "padded_tokens": {"sentence-transformers": padded(by_characters), "ours": padded(by_tokens)}}
+    start = time.perf_counter()
+    for i in range(0, len(sentences), batch_size):
+        st.tokenize(sentences[i:i + batch_size])
+    report["tokenize_s"] = {"sentence-transformers": time.perf_counter() - start}
+    start = time.perf_counter()
+    encoder.tokenize(sentences)
+    report["tokenize_s"]["ours"] = time.perf_counter() - start
+    runs = {"sentence-transformers": lambda: st.encode(sentences, batch_size=batch_size),
+            "ours": lambda: encoder.encode(sentences, batch_size=batch_size)}
+    for name, run in runs.items():
+        run()  # warm-up
+        start = time.perf_counter()
+        run()
+        seconds = time.perf_counter() - start
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            run()
+        events = list(prof.key_averages())
+        total = sum(e.self_cpu_time_total for e in events) or 1
+        ops = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+        report[name] = {"seconds": seconds, "sentences_per_s": len(sentences) / seconds,
+                        "ops": [{"op": e.key, "self_ms": e.self_cpu_time_total / 1000, "share": e.self_cpu_time_total / total,
+                                 "calls": e.count} for e in ops]}
+    return report
+
+
 def machine() -> dict[str, Any]:
     import platform
 

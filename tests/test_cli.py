@@ -120,3 +120,14 @@ def test_bench_runs_each_configuration_and_compares_with_sentence_transformers(t
     assert all(r["sentences_per_s"] > 0 and r["peak_rss_mb"] > 100 for r in rows.values())
     assert rows["sentence-transformers"]["ratio_to_st"] == 1.0
     assert report["classify_latency"]["median_ms"] > 0
+
+
+def test_bench_profile_shows_where_the_time_goes():
+    report = run_json("bench", "--profile", "--sets", "mixed", "--n", "48")["profile"]
+    padded = report["padded_tokens"]
+    # Batches of similar token counts pad less than batches of similar character counts (or equal).
+    assert report["real_tokens"] <= padded["ours"] <= padded["sentence-transformers"]
+    for name in ("sentence-transformers", "ours"):
+        ops = report[name]["ops"]
+        assert ops and ops[0]["self_ms"] >= ops[-1]["self_ms"] > 0 and 0 < sum(o["share"] for o in ops) <= 1.0
+        assert "aten::addmm" in [o["op"] for o in ops]  # the linear layers: where encoding time goes
