@@ -18,11 +18,22 @@ from .config import BUILTIN_DATASETS, DEFAULT_HEADS_DIR, DEFAULT_MODEL, FREEZE_P
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
+    """The sentences to read, checked before any model is loaded."""
+    from .encoder import text_problem
+
     texts = list(args.texts)
     if args.file:
-        texts += [line.rstrip("\n") for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        raw = Path(args.file).read_bytes()
+        try:
+            lines = raw.decode("utf-8-sig").splitlines()
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{args.file}: not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8") from None
+        texts += [line for line in lines if not text_problem(line)]  # blank lines are not sentences
     if not texts:
         raise ValueError("no text given: pass sentences as arguments or --file with one per line")
+    for i, text in enumerate(texts):
+        if text_problem(text):
+            raise ValueError(f"text {i + 1} {text_problem(text)}")
     return texts
 
 
@@ -37,8 +48,9 @@ def _model_dir(args: argparse.Namespace) -> Path:
 def cmd_embed(args: argparse.Namespace) -> Any:
     from .encoder import SentenceEncoder
 
+    texts = _texts(args)
     encoder = SentenceEncoder.from_pretrained(args.model, pooling=args.pooling, normalize=args.normalize)
-    result = encoder.embed(_texts(args), batch_size=args.batch_size, show_progress_bar=not args.quiet)
+    result = encoder.embed(texts, batch_size=args.batch_size, show_progress_bar=not args.quiet)
     return {"model": args.model, "pooling": args.pooling, "normalize": args.normalize,
             "dim": int(result.embeddings.shape[1]), "truncated": result.truncated,
             "embeddings": result.embeddings.round(7).tolist()}
@@ -47,12 +59,13 @@ def cmd_embed(args: argparse.Namespace) -> Any:
 def cmd_predict(args: argparse.Namespace) -> Any:
     from .model import MultiTaskModel
 
+    texts = _texts(args)
     model = MultiTaskModel.load(_model_dir(args))
-    return [p.to_dict() for p in model.predict(_texts(args), batch_size=args.batch_size, show_progress_bar=not args.quiet)]
+    return [p.to_dict() for p in model.predict(texts, batch_size=args.batch_size, show_progress_bar=not args.quiet)]
 
 
 def cmd_train(args: argparse.Namespace) -> Any:
-    from .data import load_builtin, read_csvs
+    from .data import check_learnable, load_builtin, read_csvs
     from .model import MultiTaskModel
     from .training import fit, seed_everything
 
@@ -65,6 +78,7 @@ def cmd_train(args: argparse.Namespace) -> Any:
         early_stopping_patience=args.patience or None, seed=args.seed, device=args.device,
     )
     data = read_csvs(args.csv) if args.csv else load_builtin(args.builtin, size=args.size, seed=args.seed)
+    check_learnable(data, " + ".join(Path(c).name for c in args.csv) or args.builtin)
     val_data = read_csvs(args.val_csv) if args.val_csv else None
     data_range = tuple(args.data_sentiment_range) if args.data_sentiment_range else data.sentiment_range
     model_range = tuple(args.sentiment_range) if args.sentiment_range else data_range

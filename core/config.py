@@ -150,6 +150,8 @@ class TrainingConfig(_Serializable):
             isinstance(self.early_stopping_patience, bool) or self.early_stopping_patience < 1
         ):
             raise ValueError(f"early_stopping_patience must be >= 1 or None, got {self.early_stopping_patience!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed!r}")
         if self.gradual_unfreeze and self.freeze not in ("none", "encoder"):
             raise ValueError(
                 f"gradual_unfreeze opens the encoder layer by layer; it needs freeze 'none' or 'encoder', got {self.freeze!r}"

@@ -18,11 +18,15 @@ from typing import Iterable, Sequence
 import torch
 
 from .config import BUILTIN_DATASETS
+from .encoder import text_problem
 from .losses import IGNORE_LABEL
 
 TEXT, LABEL, SENTIMENT = "text", "label", "sentiment"
 MAX_ERRORS_SHOWN = 10
 DATA_ENV = "SENTENCE_LAB_DATA"
+# Files that are not CSV text although people name them .csv: their first bytes, and what they are.
+_NOT_CSV = {b"PK\x03\x04": "a zip archive or an Excel .xlsx workbook", b"\xd0\xcf\x11\xe0": "an old Excel .xls workbook",
+            b"%PDF": "a PDF document", b"\xff\xfe": "UTF-16 text", b"\xfe\xff": "UTF-16 text"}
 
 
 class DataError(ValueError):
@@ -54,8 +58,8 @@ class MultiTaskDataset:
         self.rows = self.rows or [f"row {i + 1}" for i in range(n)]
         problems = []
         for i, (text, label, score) in enumerate(zip(self.texts, self.labels, self.sentiments)):
-            if not isinstance(text, str) or not text.strip():
-                problems.append(f"{self.rows[i]}, column 'text': empty text")
+            if text_problem(text):
+                problems.append(f"{self.rows[i]}, column 'text': the text {text_problem(text)}")
             if label is None and score is None:
                 problems.append(f"{self.rows[i]}: needs a label, a sentiment, or both")
             if score is not None and not math.isfinite(score):
@@ -143,10 +147,12 @@ class MultiTaskDataset:
 # -- CSV ------------------------------------------------------------------------------------
 
 
-def read_csv(source: str | os.PathLike | io.TextIOBase, *, name: str | None = None) -> MultiTaskDataset:
+def read_csv(source: str | os.PathLike | io.TextIOBase, *, name: str | None = None,
+             max_rows: int | None = None) -> MultiTaskDataset:
     """Load and validate a CSV (see the module docstring). Raises DataError naming each row and column.
 
     Rows are numbered as a spreadsheet shows them: the header is row 1, a multi-line cell is one row.
+    ``max_rows`` refuses a file with more data rows than that (a server's limit), before reading on.
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -154,6 +160,9 @@ def read_csv(source: str | os.PathLike | io.TextIOBase, *, name: str | None = No
         if not path.is_file():
             raise DataError(name, ["file not found"])
         raw = path.read_bytes()
+        kind = next((what for magic, what in _NOT_CSV.items() if raw.startswith(magic)), None)
+        if kind:
+            raise DataError(name, [f"this is {kind}, not a CSV in UTF-8: save it as 'CSV UTF-8 (comma delimited)'"])
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -162,26 +171,45 @@ def read_csv(source: str | os.PathLike | io.TextIOBase, *, name: str | None = No
     else:
         text = source.read()
         name = name or "csv"
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
-    header = next(reader, None)
-    if header is None or not any(h.strip() for h in header):
+    if not text.strip("\ufeff \t\r\n"):
         raise DataError(name, ["the file is empty; expected a header row with a 'text' column"])
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    try:
+        return _read_records(reader, name, max_rows)
+    except csv.Error as exc:  # e.g. a cell longer than the csv module's field limit (131,072 characters)
+        raise DataError(name, [f"row {reader.line_num}: cannot be read as CSV ({exc})"]) from None
+
+
+def _shown(header: list[str]) -> str:
+    """The header as found, cut short: a binary file read as CSV has one enormous 'column'."""
+    cells = [h if len(h) <= 40 else h[:40] + "…" for h in header[:12]]
+    return repr(cells)[:-1] + (", …]" if len(header) > 12 else "]")
+
+
+def _read_records(reader: Iterable[list[str]], name: str, max_rows: int | None) -> MultiTaskDataset:
+    header = next(iter(reader), None)
+    if header is None:
+        raise DataError(name, ["the file is empty; expected a header row with a 'text' column"])
+    if not any(h.strip() for h in header):
+        raise DataError(name, ["row 1: the header row has no column names; expected a 'text' column"])
     columns = [h.strip().lower() for h in header]
     duplicated = sorted({c for c in columns if columns.count(c) > 1 and c})
     if duplicated:
         raise DataError(name, [f"row 1: column(s) {duplicated} appear more than once"])
     if TEXT not in columns:
         hint = ""
-        if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
+        if len(header) == 1 and any(sep in header[0] for sep in ";\t|:"):
             hint = " (the file seems to use another delimiter; use commas)"
-        raise DataError(name, [f"row 1: no 'text' column{hint}; found {header}"])
+        raise DataError(name, [f"row 1: no 'text' column{hint}; found {_shown(header)}"])
     if LABEL not in columns and SENTIMENT not in columns:
-        raise DataError(name, [f"row 1: needs a 'label' or a 'sentiment' column (or both); found {header}"])
+        raise DataError(name, [f"row 1: needs a 'label' or a 'sentiment' column (or both); found {_shown(header)}"])
     col = {c: columns.index(c) for c in (TEXT, LABEL, SENTIMENT) if c in columns}
 
     texts, labels, sentiments, rows, problems = [], [], [], [], []
     for number, record in enumerate(reader, start=2):  # counted in records: a quoted cell may span lines
         row = f"row {number}"
+        if max_rows is not None and len(texts) >= max_rows and any(cell.strip() for cell in record):
+            raise DataError(name, [f"more than {max_rows:,} data rows; the limit here is {max_rows:,}"])
         if not any(cell.strip() for cell in record):
             continue  # blank lines are not rows
         if len(record) > len(header):
@@ -190,8 +218,9 @@ def read_csv(source: str | os.PathLike | io.TextIOBase, *, name: str | None = No
         cell = lambda c: record[col[c]].strip() if c in col and col[c] < len(record) else ""  # noqa: E731
         text, label, raw_score = cell(TEXT), cell(LABEL), cell(SENTIMENT)
         score = None
-        if not text:
-            problems.append(f"{row}, column 'text': empty text")
+        if text_problem(text):
+            problems.append(f"{row}, column 'text': empty text" if not text else
+                            f"{row}, column 'text': the text {text_problem(text)}")
         if raw_score:
             try:
                 score = float(raw_score)
@@ -216,6 +245,24 @@ def read_csv(source: str | os.PathLike | io.TextIOBase, *, name: str | None = No
 
 def read_csvs(paths: Sequence[str | os.PathLike]) -> MultiTaskDataset:
     return MultiTaskDataset.concat([read_csv(p) for p in paths])
+
+
+def check_learnable(data: MultiTaskDataset, name: str = "dataset") -> None:
+    """Refuse training data that has a task with nothing to learn: a single topic, or one sentiment value.
+
+    Such data is fine to evaluate on, but a topic head needs two classes to tell apart, and a
+    sentiment head learns nothing from a constant.
+    """
+    problems = []
+    if len(data.class_names) == 1:
+        problems.append(f"column 'label': every row has the same topic ({data.class_names[0]!r}); a topic head needs "
+                        "at least two (add rows of another topic, or leave the label column out)")
+    scores = {s for s in data.sentiments if s is not None}
+    if len(scores) == 1:
+        problems.append(f"column 'sentiment': every row has the same value ({next(iter(scores)):g}); there is "
+                        "nothing to learn (add other values, or leave the sentiment column out)")
+    if problems:
+        raise DataError(name, problems)
 
 
 # -- synthetic data ---------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,6 +39,33 @@ def encoder_layers(backbone: nn.Module) -> nn.ModuleList:
     raise ValueError(f"Cannot find the {n} transformer layers of {type(backbone).__name__} for layer-wise freezing")
 
 _DEFAULT_ALIASES = (DEFAULT_MODEL, "all-MiniLM-L6-v2")
+# Unicode categories that show nothing: spaces and line/paragraph separators, control and format
+# characters (zero-width space, joiners, BOM, direction marks).
+_INVISIBLE = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
+_SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: never valid on its own
+
+
+def text_problem(text: object) -> str | None:
+    """Why ``text`` cannot be embedded, in words, or None when it can.
+
+    Any Unicode is fine (emoji, right-to-left scripts, combining marks, control characters);
+    refused are non-strings, texts with no visible character (empty, spaces, zero-width or
+    control characters only) and unpaired surrogates, which are not Unicode text at all.
+    """
+    if not isinstance(text, str):
+        return f"is {type(text).__name__}, expected a string"
+    surrogate = _SURROGATE.search(text)
+    if surrogate:
+        return (f"has an unpaired surrogate (U+{ord(surrogate.group()):04X} at character {surrogate.start() + 1}), "
+                "which is not valid Unicode text")
+    if is_blank(text):
+        return "is empty: it has no visible character, only spaces or invisible ones"
+    return None
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` shows nothing: empty, or only spaces, control and zero-width characters."""
+    return all(unicodedata.category(c) in _INVISIBLE for c in text)
 
 
 def resolve_model_path(name: str) -> str:
@@ -85,14 +114,19 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_backbone(name: str) -> tuple[nn.Module, Any]:
-    """Load (backbone, tokenizer) from safetensors only: no pickle, no remote code."""
+def load_backbone(name: str, *, local_only: bool = False) -> tuple[nn.Module, Any]:
+    """Load (backbone, tokenizer) from safetensors only: no pickle, no remote code.
+
+    ``local_only`` never downloads: the name must be a folder, the packaged default model, or
+    already in the Hugging Face cache (a saved model's config cannot make us fetch anything).
+    """
     from transformers import AutoModel, AutoTokenizer
 
     path = resolve_model_path(name)
     with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        backbone = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=local_only)
+        backbone = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False,
+                                             local_files_only=local_only)
     return backbone, tokenizer
 
 
@@ -301,6 +335,9 @@ class SentenceEncoder(nn.Module):
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+            problem = text_problem(t)
+            if problem:
+                raise ValueError(f"texts[{i}] {problem}")
         precision = self.resolve_precision(precision)
         ids, lengths = self.tokenize(texts) if texts else ([], [])
         truncated = [i for i, n in enumerate(lengths) if n > self.max_length]

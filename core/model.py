@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -29,6 +30,14 @@ CONFIG_FILE = "config.json"
 HEADS_FILE = "heads.safetensors"
 CARD_FILE = "README.md"
 ENCODER_DIR = "encoder"
+# Weight formats that can carry pickled Python objects, i.e. code that runs on load. A folder holding
+# one is refused outright, even beside safetensors: it is not what we saved, so it may be tampered with.
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill", ".npy", ".npz"})
+MAX_CONFIG_BYTES = 10_000_000  # a config.json is a few KB; a hostile one must not make us parse gigabytes
+
+
+class ModelFolderError(ValueError):
+    """A folder that cannot be loaded as a Sentence Lab model: unsafe, tampered with, or inconsistent."""
 
 
 class ClassificationHead(nn.Module):
@@ -79,6 +88,7 @@ class Prediction:
     label: str | None
     probabilities: dict[str, float] = field(default_factory=dict)
     sentiment: float | None = None
+    truncated: bool = False  # the text was longer than the encoder's max_length: only its start was read
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,31 +174,38 @@ class MultiTaskModel(nn.Module):
         lo, hi = self.heads_config.sentiment_range
         return scores.clamp(lo, hi)
 
-    @torch.inference_mode()
     def predict_tensors(self, texts: Sequence[str], batch_size: int = 32, show_progress_bar: bool = False,
                         precision: str = "fp32") -> MultiTaskOutput:
         """Batched inference in eval mode: raw head outputs (logits, unclipped sentiment), input order.
 
         ``precision`` is the encoder's (see ``SentenceEncoder.embed``); the heads run in fp32.
         """
-        pooled = self.encoder.embed(texts, batch_size=batch_size, convert_to="tensor", stage="pooled",
-                                    show_progress_bar=show_progress_bar, precision=precision).embeddings
+        return self._predict_tensors(texts, batch_size, show_progress_bar, precision)[0]
+
+    @torch.inference_mode()
+    def _predict_tensors(self, texts: Sequence[str], batch_size: int, show_progress_bar: bool,
+                         precision: str) -> tuple[MultiTaskOutput, list[int]]:
+        """``predict_tensors`` and the indices of the texts that were truncated."""
+        result = self.encoder.embed(texts, batch_size=batch_size, convert_to="tensor", stage="pooled",
+                                    show_progress_bar=show_progress_bar, precision=precision)
         was_training = self.training
         self.eval()
         try:
-            return self(pooled=pooled)
+            return self(pooled=result.embeddings), result.truncated
         finally:
             self.train(was_training)
 
     def predict(self, texts: str | Sequence[str], batch_size: int = 32, show_progress_bar: bool = False,
                 precision: str = "fp32") -> list[Prediction]:
-        """Per text: class probabilities (softmax), the top class name, and the sentiment score."""
+        """Per text: class probabilities (softmax), the top class name, the sentiment score, and
+        whether the text was cut at the encoder's ``max_length`` tokens."""
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
         if not texts:
             return []
-        out = self.predict_tensors(texts, batch_size, show_progress_bar, precision)
+        out, truncated = self._predict_tensors(texts, batch_size, show_progress_bar, precision)
+        cut = set(truncated)
         probs = torch.softmax(out.logits.float(), dim=-1).cpu().numpy() if out.logits is not None else None
         scores = self.clip_sentiment(out.sentiment).float().cpu().numpy() if out.sentiment is not None else None
         names = self.class_names
@@ -200,6 +217,7 @@ class MultiTaskModel(nn.Module):
                 label=names[int(np.argmax(p))] if p is not None else None,
                 probabilities={n: float(v) for n, v in zip(names, p)} if p is not None else {},
                 sentiment=float(scores[i]) if scores is not None else None,
+                truncated=i in cut,
             ))
         return predictions
 
@@ -254,28 +272,39 @@ class MultiTaskModel(nn.Module):
 
     @classmethod
     def load(cls, folder: str | os.PathLike, *, device: str | torch.device | None = None) -> MultiTaskModel:
-        """Load a saved folder. Reads JSON and safetensors only; checks the base encoder's checksum."""
+        """Load a saved folder: JSON and safetensors only, nothing downloaded, nothing unpickled.
+
+        Refused with a ModelFolderError that names the problem: a folder holding pickle files or
+        symbolic links, a config.json that is not one we wrote, heads whose names, shapes or values
+        do not match it, and a base encoder that is missing here or has other weights (checksum).
+        """
         folder = Path(folder)
         config = read_model_config(folder)
-        encoder_config = EncoderConfig.from_dict(config["encoder"])
+        check_model_files(folder)
+        tensors = read_safetensors(folder / HEADS_FILE)  # before the encoder: a broken file fails fast
+        encoder_config, heads_config = (_section(folder, config, key, kind)
+                                        for key, kind in (("encoder", EncoderConfig), ("heads", HeadsConfig)))
         if config["encoder_weights"] == "stored":
-            backbone, tokenizer = load_backbone(str(folder / ENCODER_DIR))
+            backbone, tokenizer = _load_encoder(folder, str(folder / ENCODER_DIR), "its stored encoder")
             encoder = SentenceEncoder(encoder_config, backbone, tokenizer)
             encoder.base_checksum = None  # these weights are not the named base model's
         else:
             base = config["base_encoder"]
-            backbone, tokenizer = load_backbone(base["name"])
+            backbone, tokenizer = _load_encoder(folder, base["name"], f"its base encoder {base['name']!r}")
             encoder = SentenceEncoder(encoder_config, backbone, tokenizer)
-            if base.get("checksum") and encoder.base_checksum != base["checksum"]:
-                raise ValueError(
+            if encoder.base_checksum != base["checksum"]:
+                raise ModelFolderError(
                     f"{folder}: the base encoder {base['name']!r} found here has different weights "
                     f"(checksum {encoder.base_checksum[:12]}…) from the one this model was trained on "
                     f"({base['checksum'][:12]}…)"
                 )
-        model = cls(encoder, HeadsConfig.from_dict(config["heads"]))
-        tensors = load_file(str(folder / HEADS_FILE))
-        for prefix, module in (("classifier.", model.classifier), ("sentiment_head.", model.sentiment_head),
-                               ("projection.", model.encoder.projection)):
+        model = cls(encoder, heads_config)
+        parts = {"classifier.": model.classifier, "sentiment_head.": model.sentiment_head,
+                 "projection.": model.encoder.projection}
+        expected = {prefix + k: v for prefix, module in parts.items() if module is not None
+                    for k, v in module.state_dict().items()}
+        check_heads(folder / HEADS_FILE, tensors, expected)
+        for prefix, module in parts.items():
             if module is not None:
                 module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
         reserved = {"format", "format_version", "encoder", "heads", "encoder_weights", "base_encoder", "versions"}
@@ -285,21 +314,100 @@ class MultiTaskModel(nn.Module):
 
 
 def read_model_config(folder: Path) -> dict[str, Any]:
-    """config.json of a saved model, with a clear error for anything that is not one."""
+    """config.json of a saved model, with a clear error for anything that is not one we wrote."""
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a saved Sentence Lab model: {CONFIG_FILE} is missing")
+    if path.is_symlink():
+        raise ModelFolderError(f"{path} is a symbolic link; a model folder must hold its own files")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ModelFolderError(f"{path} is {path.stat().st_size:,} bytes; a model config is a few KB")
     try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise ModelFolderError(f"{path} is not valid JSON: {reason}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path} is not a Sentence Lab model config (format must be {FORMAT_NAME!r})")
+        raise ModelFolderError(f"{path} is not a Sentence Lab model config (format must be {FORMAT_NAME!r})")
     if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {config.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+        raise ModelFolderError(f"{path}: format_version {config.get('format_version')!r} is not supported "
+                               f"(expected {FORMAT_VERSION})")
+    for key in ("encoder", "heads", "base_encoder"):
+        if not isinstance(config.get(key), dict):
+            raise ModelFolderError(f"{path}: {key!r} must be a JSON object, got {type(config.get(key)).__name__}")
+    if config.get("encoder_weights") not in ("base", "stored"):
+        raise ModelFolderError(f"{path}: encoder_weights must be 'base' or 'stored', got {config.get('encoder_weights')!r}")
+    base = config["base_encoder"]
+    if config["encoder_weights"] == "base" and not (
+            isinstance(base.get("name"), str) and base["name"].strip() and isinstance(base.get("checksum"), str)):
+        raise ModelFolderError(f"{path}: base_encoder needs a 'name' and the 'checksum' of the weights it refers to")
     if not (folder / HEADS_FILE).is_file():
         raise FileNotFoundError(f"{folder}: {HEADS_FILE} is missing")
     return config
+
+
+def check_model_files(folder: Path) -> None:
+    """Refuse a folder holding pickle-format files or symbolic links, anywhere inside it."""
+    pickles, links = [], []
+    for root, dirs, files in os.walk(folder):  # does not follow links to folders
+        for name in dirs + files:
+            path = Path(root) / name
+            relative = str(path.relative_to(folder))
+            if path.is_symlink():
+                links.append(relative)
+            elif name in files and path.suffix.lower() in PICKLE_SUFFIXES:
+                pickles.append(relative)
+    if pickles:
+        raise ModelFolderError(
+            f"{folder}: refusing to load a folder with pickle files ({', '.join(sorted(pickles)[:5])}): they can run "
+            "code when opened. Sentence Lab loads only safetensors and JSON; remove them or save the weights as safetensors")
+    if links:
+        raise ModelFolderError(f"{folder}: refusing to follow symbolic links ({', '.join(sorted(links)[:5])}); "
+                               "a model folder must hold its own files")
+
+
+def read_safetensors(path: Path) -> dict[str, Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFolderError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
+def check_heads(path: Path, tensors: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
+    """The saved head tensors against those the config's heads need: names, shapes, finite values."""
+    problems = [f"{k} is missing" for k in sorted(set(expected) - set(tensors))]
+    problems += [f"{k} is not part of this model" for k in sorted(set(tensors) - set(expected))]
+    for name in sorted(set(expected) & set(tensors)):
+        tensor, want = tensors[name], expected[name]
+        if tensor.shape != want.shape:
+            problems.append(f"{name} has shape {tuple(tensor.shape)}, expected {tuple(want.shape)}")
+        elif not tensor.is_floating_point():
+            problems.append(f"{name} holds {tensor.dtype}, expected floating-point weights")
+        elif not torch.isfinite(tensor).all():
+            problems.append(f"{name} holds NaN or infinite values")
+    if problems:
+        raise ModelFolderError(f"{path} does not match {CONFIG_FILE} (edited, or from another model?): "
+                               + "; ".join(problems[:5]))
+
+
+def _section(folder: Path, config: dict[str, Any], key: str, kind: type) -> Any:
+    """One validated section of config.json; a bad value is named with its section."""
+    try:
+        return kind.from_dict(config[key])
+    except (ValueError, TypeError) as exc:
+        raise ModelFolderError(f"{folder / CONFIG_FILE}, {key!r}: {exc}") from None
+
+
+def _load_encoder(folder: Path, name: str, what: str) -> tuple[nn.Module, Any]:
+    """load_backbone without downloads, its failures named as this folder's problem."""
+    if what == "its stored encoder" and not Path(name).is_dir():
+        raise ModelFolderError(f"{folder}: encoder_weights is 'stored' but the {ENCODER_DIR}/ folder is missing")
+    try:
+        return load_backbone(name, local_only=True)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise ModelFolderError(f"{folder}: cannot load {what} from this machine (loading a model never downloads "
+                               f"or runs code): {reason}") from None
 
 
 def _replace_dir(new: Path, dest: Path) -> None:
