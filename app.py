@@ -40,7 +40,8 @@ from core import (DoneEvent, EpochEvent, HeadsConfig, MultiTaskDataset, MultiTas
                   unfreeze_top_layers)
 from core import plots
 from core.config import DEFAULT_HEADS_DIR, POOLING_MODES
-from core.data import load_builtin
+from core.data import check_learnable, load_builtin
+from core.encoder import is_blank, text_problem
 from core.export import export
 from core.freezing import PRESET_HELP
 from core.training import seed_everything
@@ -95,10 +96,16 @@ METRIC_COLUMNS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "mae": "MAE", 
 # How TrainingConfig's field names read in the page.
 FIELD_NAMES = {"learning_rate": "Learning rate", "batch_size": "Batch size", "epochs": "Epochs",
                "classification_weight": "Topic weight", "sentiment_weight": "Sentiment weight",
-               "layer_lr_decay": "Layer-wise LR decay", "gradual_unfreeze": "Gradual unfreezing"}
+               "layer_lr_decay": "Layer-wise LR decay", "gradual_unfreeze": "Gradual unfreezing", "seed": "Seed"}
 
 
 # -- settings, shared resources, per-visitor state ---------------------------------------------------
+
+
+def _env_names(name: str) -> tuple[str, ...]:
+    """A comma-separated list from the environment, blanks and repeats dropped."""
+    names = [n.strip() for n in os.environ.get(name, "").split(",")]
+    return tuple(dict.fromkeys(n for n in names if n))
 
 
 def _env_number(name: str, default: float, cast: type = int) -> Any:
@@ -121,8 +128,18 @@ class Limits:
     max_rows: int = 1000  # SENTENCE_LAB_MAX_ROWS: bigger sets are sampled down (embedding 1,000 texts: ~10 s)
     max_epochs: int = 100  # SENTENCE_LAB_MAX_EPOCHS
     max_seconds: float = 180.0  # SENTENCE_LAB_MAX_SECONDS: a run is stopped (and kept) after this long
-    max_runs: int = 2  # SENTENCE_LAB_MAX_RUNS: training runs at the same time, all visitors together
+    # SENTENCE_LAB_MAX_RUNS: training runs at the same time, all visitors together. One: a run takes
+    # both of a free Space's 2 vCPUs; the next visitor waits with their place in the queue shown.
+    max_runs: int = 1
     max_sentences: int = 32  # SENTENCE_LAB_MAX_SENTENCES: per Embed or Classify request
+    # SENTENCE_LAB_MAX_CHARS: longer sentences are cut here (and reported), before tokenising; the
+    # encoder reads at most 256 tokens (~1,500 characters) anyway, so this only bounds the work.
+    max_chars: int = 20_000
+    max_upload_mb: float = 10.0  # SENTENCE_LAB_MAX_UPLOAD_MB: a CSV of 1,000 rows is ~0.1 MB
+    max_queue: int = 64  # SENTENCE_LAB_MAX_QUEUE: requests waiting, all visitors; then "the queue is full"
+    # SENTENCE_LAB_MODELS: comma-separated encoder names a visitor may train on, beside the default.
+    # Only names from this list are ever loaded: a visitor never gives a path.
+    models: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> Limits:
@@ -130,7 +147,15 @@ class Limits:
                    max_epochs=_env_number("SENTENCE_LAB_MAX_EPOCHS", cls.max_epochs),
                    max_seconds=_env_number("SENTENCE_LAB_MAX_SECONDS", cls.max_seconds, float),
                    max_runs=_env_number("SENTENCE_LAB_MAX_RUNS", cls.max_runs),
-                   max_sentences=_env_number("SENTENCE_LAB_MAX_SENTENCES", cls.max_sentences))
+                   max_sentences=_env_number("SENTENCE_LAB_MAX_SENTENCES", cls.max_sentences),
+                   max_chars=_env_number("SENTENCE_LAB_MAX_CHARS", cls.max_chars),
+                   max_upload_mb=_env_number("SENTENCE_LAB_MAX_UPLOAD_MB", cls.max_upload_mb, float),
+                   max_queue=_env_number("SENTENCE_LAB_MAX_QUEUE", cls.max_queue),
+                   models=_env_names("SENTENCE_LAB_MODELS"))
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
 
 
 class Session:
@@ -191,7 +216,11 @@ def _bad_input(message: str, title: str = "Please check the input") -> gr.Error:
 
 @contextlib.contextmanager
 def _shown_in_page() -> Iterator[None]:
-    """Bad input (ValueError, DataError) becomes a message in the page instead of a crash."""
+    """Any failure becomes a message in the page (a toast; AppError for API callers), never a dead tab.
+
+    Bad input (ValueError, DataError, ModelFolderError) is shown as it is; anything else is logged
+    with its traceback and shown as a server-side failure.
+    """
     try:
         yield
     except gr.Error:
@@ -201,15 +230,34 @@ def _shown_in_page() -> Iterator[None]:
         for name, label in FIELD_NAMES.items():
             message = message.replace(name, label)
         raise _bad_input(message) from None
+    except Exception as exc:  # noqa: BLE001 -- reported to the visitor and logged, not swallowed
+        logger.exception("handler failed")
+        raise gr.Error(f"The server could not finish this ({type(exc).__name__}: {exc}). Nothing you had was "
+                       "changed; please try again.", title="Something went wrong", print_exception=False) from None
 
 
-def _sentences(text: str | None, limit: int) -> list[str]:
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+@dataclass
+class Sentences:
+    """The lines a visitor typed, ready to embed: ``cut`` lists those shortened to the character limit."""
+
+    lines: list[str]
+    cut: list[int]
+
+
+def _sentences(text: str | None, limits: Limits) -> Sentences:
+    """One sentence per non-blank line, within the server's limits; a line that is not text is named."""
+    lines = [line.strip() for line in str(text or "").splitlines()]
+    lines = [line for line in lines if not is_blank(line)]  # empty, or only invisible characters: not a sentence
     if not lines:
         raise _bad_input("Type at least one sentence (one per line).", title="Nothing to read")
-    if len(lines) > limit:
-        raise _bad_input(f"At most {limit} sentences at a time here; you gave {len(lines)}.", title="Too many")
-    return lines
+    if len(lines) > limits.max_sentences:
+        raise _bad_input(f"At most {limits.max_sentences} sentences at a time here; you gave {len(lines)}.",
+                         title="Too many")
+    for n, line in enumerate(lines, 1):
+        if text_problem(line):
+            raise _bad_input(f"Sentence {n} {text_problem(line)}.")
+    cut = [i for i, line in enumerate(lines) if len(line) > limits.max_chars]
+    return Sentences([line[:limits.max_chars] for line in lines], cut)
 
 
 def _number(name: str, value: Any) -> float:
@@ -229,6 +277,10 @@ def _whole(name: str, value: Any) -> int:
     if number != int(number):
         raise _bad_input(f"{name} must be a whole number, got {value}.")
     return int(number)
+
+
+def _shorten(text: str, width: int = 200) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _count(n: int) -> str:
@@ -350,6 +402,10 @@ class SentenceLab:
         logger.info("inference precision: %s", self.precision)
         # A fast tokenizer changes its own truncation settings on each call: one user at a time.
         self._tokenizer_lock = threading.Lock()
+        # The base encoders a visitor may train on: this one first, then the host's SENTENCE_LAB_MODELS.
+        self.models = tuple(dict.fromkeys((encoder.config.model_name, *limits.models)))
+        self._encoders: dict[str, SentenceEncoder] = {}  # the others, loaded on first use and shared
+        self._models_lock = threading.Lock()
         # Every visitor's model download lives under one folder, removed when the server exits.
         self._exports = Path(tempfile.mkdtemp(prefix="sentence-lab-"))
         weakref.finalize(self, shutil.rmtree, self._exports, ignore_errors=True)
@@ -358,35 +414,44 @@ class SentenceLab:
 
     def embed(self, text: str, pooling: str, normalize: bool) -> tuple[Any, str, dict[str, Any]]:
         """Sentences -> a 2-D map, the embedding size and truncation notes, and the vectors."""
-        sentences = _sentences(text, self.limits.max_sentences)
-        with _shown_in_page(), self._tokenizer_lock:
-            encoder = self.encoder.with_settings(pooling=pooling, normalize=bool(normalize))
-            result = encoder.embed(sentences, precision=self.precision)
-        dim, limit = result.embeddings.shape[1], encoder.max_length
-        info = [f"**Each sentence became {dim} numbers** ({pooling} pooling, "
-                f"{'normalised to length 1' if normalize else 'not normalised'}, computed in {self.precision})."]
-        for i in result.truncated:
-            info.append(f"**Cut short:** sentence {i + 1} has {result.num_tokens[i]} tokens; "
-                        f"only its first {limit} were read.")
-        if not result.truncated:
-            info.append(f"No sentence was cut short (the limit is {limit} tokens, roughly {limit * 3 // 4} words).")
-        vectors = {"dimension": dim, "pooling": pooling, "normalize": bool(normalize), "precision": self.precision,
-                   "max_tokens": limit,
-                   "truncated": result.truncated, "num_tokens": result.num_tokens,
-                   "embeddings": np.round(result.embeddings, 6).tolist()}
-        return plots.sentence_map(sentences, result.embeddings), "<br>".join(info), vectors
+        with _shown_in_page():
+            sentences = _sentences(text, self.limits)
+            with self._tokenizer_lock:
+                encoder = self.encoder.with_settings(pooling=pooling, normalize=bool(normalize))
+                result = encoder.embed(sentences.lines, precision=self.precision)
+            dim, limit = result.embeddings.shape[1], encoder.max_length
+            truncated = sorted(set(result.truncated) | set(sentences.cut))
+            info = [f"**Each sentence became {dim} numbers** ({pooling} pooling, "
+                    f"{'normalised to length 1' if normalize else 'not normalised'}, computed in {self.precision})."]
+            for i in truncated:
+                if i in sentences.cut:
+                    info.append(f"**Cut short:** sentence {i + 1} is longer than {self.limits.max_chars:,} characters; "
+                                f"it was cut there, and only its first {limit} tokens were read.")
+                else:
+                    info.append(f"**Cut short:** sentence {i + 1} has {result.num_tokens[i]} tokens; "
+                                f"only its first {limit} were read.")
+            if not truncated:
+                info.append(f"No sentence was cut short (the limit is {limit} tokens, roughly {limit * 3 // 4} words).")
+            vectors = {"dimension": dim, "pooling": pooling, "normalize": bool(normalize), "precision": self.precision,
+                       "max_tokens": limit,
+                       "truncated": truncated, "num_tokens": result.num_tokens,
+                       "embeddings": np.round(result.embeddings, 6).tolist()}
+            return plots.sentence_map(sentences.lines, result.embeddings), "<br>".join(info), vectors
 
     def compare(self, text: str, pooling: str, normalize: bool) -> tuple[Any, str, pd.DataFrame]:
         """Sentences -> the similarity heat-map, the most and least similar pairs in words, all pairs ranked."""
-        sentences = _sentences(text, self.limits.max_sentences)
-        with _shown_in_page(), self._tokenizer_lock:
-            vectors = self.encoder.with_settings(pooling=pooling, normalize=bool(normalize)).encode(sentences, precision=self.precision)
-        scores = vectors @ vectors.T  # (N, N) dot products; cosine similarity when normalised
-        n = len(sentences)
-        pairs = sorted(((float(scores[i, j]), i, j) for i in range(n) for j in range(i + 1, n)), reverse=True)
-        table = pd.DataFrame([(sentences[i], sentences[j], round(s, 4)) for s, i, j in pairs], columns=PAIR_COLUMNS)
-        heatmap = plots.similarity_heatmap(sentences, scores, normalized=bool(normalize))
-        return heatmap, self._pairs_in_words(sentences, pairs, bool(normalize)), table
+        with _shown_in_page():
+            sentences = _sentences(text, self.limits).lines
+            with self._tokenizer_lock:
+                encoder = self.encoder.with_settings(pooling=pooling, normalize=bool(normalize))
+                vectors = encoder.encode(sentences, precision=self.precision)
+            scores = vectors @ vectors.T  # (N, N) dot products; cosine similarity when normalised
+            n = len(sentences)
+            pairs = sorted(((float(scores[i, j]), i, j) for i in range(n) for j in range(i + 1, n)), reverse=True)
+            table = pd.DataFrame([(sentences[i], sentences[j], round(s, 4)) for s, i, j in pairs],
+                                 columns=PAIR_COLUMNS)
+            heatmap = plots.similarity_heatmap(sentences, scores, normalized=bool(normalize))
+            return heatmap, self._pairs_in_words(sentences, pairs, bool(normalize)), table
 
     @staticmethod
     def _pairs_in_words(sentences: list[str], pairs: list[tuple[float, int, int]], normalize: bool) -> str:
@@ -410,20 +475,24 @@ class SentenceLab:
 
     def classify(self, text: str, session: Session) -> tuple[Any, pd.DataFrame, list[dict[str, Any]]]:
         """Sentences -> per sentence the topic probabilities and the sentiment, with this visitor's model."""
-        sentences = _sentences(text, self.limits.max_sentences)
-        model = session.model if session.model is not None else self.default_model
-        if model is None:
-            raise _bad_input("There is no model yet: the shipped one is missing. Train one in the Train tab.",
-                             title="No model")
         with _shown_in_page():
-            predictions = model.predict(sentences, precision=self.precision)
-        scale = model.heads_config.sentiment_range
-        rows = [(p.text, p.label or "—",
-                 f"{100 * p.probabilities[p.label]:.0f}%" if p.label else "—",
-                 f"{plots.sentiment_position(p.sentiment, scale):+.2f}" if p.sentiment is not None else "—",
-                 plots.sentiment_word(p.sentiment, scale) if p.sentiment is not None else "—") for p in predictions]
-        figure = plots.prediction_figure(predictions, model.class_names, scale)
-        return figure, pd.DataFrame(rows, columns=CLASSIFY_COLUMNS), [p.to_dict() for p in predictions]
+            sentences = _sentences(text, self.limits)
+            model = session.model if session.model is not None else self.default_model
+            if model is None:
+                raise _bad_input("There is no model yet: the shipped one is missing. Train one in the Train tab.",
+                                 title="No model")
+            predictions = model.predict(sentences.lines, precision=self.precision)
+            for i in sentences.cut:
+                predictions[i].truncated = True
+            scale, limit = model.heads_config.sentiment_range, model.encoder.max_length
+            rows = [(_shorten(p.text) + (f" ✂ (only its first {limit} tokens were read)" if p.truncated else ""),
+                     p.label or "—",
+                     f"{100 * p.probabilities[p.label]:.0f}%" if p.label else "—",
+                     f"{plots.sentiment_position(p.sentiment, scale):+.2f}" if p.sentiment is not None else "—",
+                     plots.sentiment_word(p.sentiment, scale) if p.sentiment is not None else "—")
+                    for p in predictions]
+            figure = plots.prediction_figure(predictions, model.class_names, scale)
+            return figure, pd.DataFrame(rows, columns=CLASSIFY_COLUMNS), [p.to_dict() for p in predictions]
 
     def use_default_model(self, session: Session) -> tuple[str, Any, str, Session]:
         session.set_model(None)
@@ -447,13 +516,33 @@ class SentenceLab:
             if not csv_file:
                 raise _bad_input("Upload a CSV file first (columns: text, and label and/or sentiment).",
                                  title="No file")
-            data, name = read_csv(csv_file, name=Path(csv_file).name), Path(csv_file).name
+            name, nbytes = Path(csv_file).name, Path(csv_file).stat().st_size
+            if nbytes > self.limits.max_upload_bytes:
+                raise _bad_input(f"{name} is {nbytes / 2**20:.1f} MB; this server takes CSV files up to "
+                                 f"{self.limits.max_upload_mb:g} MB (SENTENCE_LAB_MAX_UPLOAD_MB).", title="File too big")
+            data = read_csv(csv_file, name=name)
+            check_learnable(data, name)
         else:
             raise _bad_input(f"Unknown data source {source!r}; choose synthetic, bbc_news or csv.")
-        if len(data) > limit:
+        if len(data) > limit:  # the server's row limit: a seeded sample, and the name says so
             keep = random.Random(_whole("Seed", seed)).sample(range(len(data)), limit)
-            data, name = data.subset(sorted(keep)), f"{limit:,} of {len(data):,} {name}"  # the server's row limit
+            data, name = (data.subset(sorted(keep)),
+                          f"{limit:,} of {len(data):,} {name} (a sample: this server's limit is {limit:,} rows per run)")
         return data, name
+
+    def _base_encoder(self, name: str | None) -> SentenceEncoder:
+        """A base encoder from the allow-list (the default, plus SENTENCE_LAB_MODELS), loaded once and shared."""
+        name = name or self.encoder.config.model_name
+        if name == self.encoder.config.model_name:
+            return self.encoder
+        if name not in self.models:
+            raise _bad_input(f"Unknown base encoder {name!r}. This server offers: {', '.join(self.models)} "
+                             "(a host adds more with SENTENCE_LAB_MODELS).", title="Unknown model")
+        with self._models_lock:
+            if name not in self._encoders:
+                logger.info("loading base encoder %s", name)
+                self._encoders[name] = SentenceEncoder.from_pretrained(name, pooling="mean", normalize=True)
+            return self._encoders[name]
 
     @staticmethod
     def _describe(data: MultiTaskDataset, name: str) -> str:
@@ -469,15 +558,17 @@ class SentenceLab:
         return (" · ".join(parts)
                 + f"<br><small>{len(data) - n_val:,} rows to learn from, {n_val:,} held out to check.</small>")
 
-    def _new_model(self, data: MultiTaskDataset, *, own_weights: bool, seed: int | None = None) -> MultiTaskModel:
-        """Fresh heads for ``data`` on the base encoder; ``own_weights`` copies the encoder for runs that change it.
+    def _new_model(self, data: MultiTaskDataset, *, own_weights: bool, seed: int | None = None,
+                   base: SentenceEncoder | None = None) -> MultiTaskModel:
+        """Fresh heads for ``data`` on a base encoder; ``own_weights`` copies the encoder for runs that change it.
 
         ``seed`` seeds the heads' first weights (a run); None leaves the global generators alone (a count).
         """
+        base = base or self.encoder
         with self._tokenizer_lock:
-            tokenizer = copy.deepcopy(self.encoder.tokenizer)
-        backbone = copy.deepcopy(self.encoder.backbone) if own_weights else share_weights(self.encoder.backbone)
-        encoder = SentenceEncoder(self.encoder.config, backbone, tokenizer, base_checksum=self.encoder.base_checksum)
+            tokenizer = copy.deepcopy(base.tokenizer)
+        backbone = copy.deepcopy(base.backbone) if own_weights else share_weights(base.backbone)
+        encoder = SentenceEncoder(base.config, backbone, tokenizer, base_checksum=base.base_checksum)
         if seed is not None:
             seed_everything(seed)
         heads = HeadsConfig(class_names=data.class_names, sentiment="sentiment" in data.tasks,
@@ -485,23 +576,24 @@ class SentenceLab:
         return MultiTaskModel(encoder, heads)
 
     def describe_setup(self, source: str, size: Any, seed: Any, csv_file: str | None, preset: str, gradual: bool,
-                       epochs: Any) -> tuple[str, str]:
+                       epochs: Any, base_model: str | None = None) -> tuple[str, str]:
         """The chosen data in words, and how many parameters the chosen freezing leaves trainable."""
         if source == "csv" and not csv_file:
             return ("Upload a CSV file: a header row, a `text` column, and a `label` and/or a `sentiment` column "
                     "(see the Guide).", "Trainable parameters: — (upload the data first)")
         try:
-            data, name = self._load_data(source, size, seed, csv_file)
-        except (gr.Error, ValueError) as exc:
-            problem = getattr(exc, "message", None) or str(exc)
-            return f"**Problem with the data:** {problem}", "Trainable parameters: — (choose the data first)"
+            with _shown_in_page():
+                data, name = self._load_data(source, size, seed, csv_file)
+                base = self._base_encoder(base_model)
+        except gr.Error as exc:
+            return f"**Problem with the data:** {exc.message}", "Trainable parameters: — (choose the data first)"
         described = self._describe(data, name)
         try:
             TrainingConfig(freeze=preset, gradual_unfreeze=bool(gradual))
         except ValueError:
             return described, ("**Check the settings:** gradual unfreezing starts from a frozen encoder and opens "
                                "it layer by layer: choose *Encoder frozen* or *Nothing frozen* with it.")
-        model = self._new_model(data, own_weights=False)
+        model = self._new_model(data, own_weights=False, base=base)
         report = apply_preset(model, "encoder" if gradual else preset)
         text = (f"**Trainable parameters: {report.trainable:,} of {report.total:,} "
                 f"({_percent(report.trainable, report.total)})**")
@@ -533,21 +625,30 @@ class SentenceLab:
 
     def train(self, source: str, size: Any, seed: Any, csv_file: str | None, preset: str, gradual: bool,
               lr_decay: Any, epochs: Any, learning_rate: Any, batch_size: Any, topic_weight: Any,
-              sentiment_weight: Any, session: Session) -> Iterator[tuple[Any, ...]]:
+              sentiment_weight: Any, base_model: str | None, session: Session) -> Iterator[tuple[Any, ...]]:
         """Train fresh heads (and the encoder, if chosen) on the chosen data, streaming curves and metrics.
 
         Yields (loss figure, metrics table, status, model zip (at the end), Classify tab note, session).
+        The visitor's model changes only once a run has taken at least one step: a run refused, failed
+        or stopped before that leaves their previous model in use.
         """
+        with _shown_in_page():
+            yield from self._train(source, size, seed, csv_file, preset, gradual, lr_decay, epochs, learning_rate,
+                                   batch_size, topic_weight, sentiment_weight, base_model, session)
+
+    def _train(self, source: str, size: Any, seed: Any, csv_file: str | None, preset: str, gradual: bool,
+               lr_decay: Any, epochs: Any, learning_rate: Any, batch_size: Any, topic_weight: Any,
+               sentiment_weight: Any, base_model: str | None, session: Session) -> Iterator[tuple[Any, ...]]:
         if session.running:
             raise _bad_input("A run is already going in this page: stop it first.", title="Busy")
         if preset == "all":
             raise _bad_input("‘Everything frozen’ trains nothing: it is the baseline to compare against. "
                              "Pick another freezing preset to start a run.", title="Nothing to train")
-        with _shown_in_page():
-            config = self._training_config(preset, gradual, lr_decay, epochs, learning_rate, batch_size, topic_weight,
-                                           sentiment_weight, seed)
-            data, name = self._load_data(source, size, seed, csv_file)
-            train_set, val_set = data.split(VAL_FRACTION, seed=config.seed)
+        config = self._training_config(preset, gradual, lr_decay, epochs, learning_rate, batch_size, topic_weight,
+                                       sentiment_weight, seed)
+        base = self._base_encoder(base_model)
+        data, name = self._load_data(source, size, seed, csv_file)
+        train_set, val_set = data.split(VAL_FRACTION, seed=config.seed)
         encoder_learns = config.gradual_unfreeze or config.freeze != "encoder"
         log = RunLog(total_epochs=config.epochs)
         session.running = True
@@ -558,27 +659,37 @@ class SentenceLab:
             preparing = ("…" if encoder_learns
                          else ": embedding every text once (the encoder is frozen, so this is the slow part)…")
             yield log.figure(), log.table(), f"**Preparing** {len(data):,} rows{preparing}", gr.skip(), note, session
-            model = self._new_model(data, own_weights=encoder_learns, seed=config.seed)
-            with _shown_in_page():
-                for event in train(model, train_set, val_set, config, stop=session.stop):
-                    log.add(event)
-                    elapsed = time.monotonic() - started
-                    if elapsed > self.limits.max_seconds and not session.stop.is_set():
-                        timed_out = True
-                        session.stop.set()  # the loop ends at its next step and keeps the model
-                    if isinstance(event, DoneEvent):
-                        result = event.result
-                        break
-                    if isinstance(event, StepEvent) and time.monotonic() - last_yield < STREAM_EVERY_S:
-                        continue
-                    last_yield = time.monotonic()
-                    yield log.figure(), log.table(), log.progress(elapsed), gr.skip(), note, session
+            model = self._new_model(data, own_weights=encoder_learns, seed=config.seed, base=base)
+            for event in train(model, train_set, val_set, config, stop=session.stop):
+                log.add(event)
+                elapsed = time.monotonic() - started
+                if elapsed > self.limits.max_seconds and not session.stop.is_set():
+                    timed_out = True
+                    session.stop.set()  # the loop ends at its next step and keeps the model
+                if isinstance(event, DoneEvent):
+                    result = event.result
+                    break
+                if isinstance(event, StepEvent) and time.monotonic() - last_yield < STREAM_EVERY_S:
+                    continue
+                last_yield = time.monotonic()
+                yield log.figure(), log.table(), log.progress(elapsed), gr.skip(), note, session
             seconds = time.monotonic() - started
+            if result.steps == 0:  # stopped while preparing: nothing learned, so nothing replaces the old model
+                why = f" at this server's limit of {self.limits.max_seconds:g} s" if timed_out else ""
+                kept = "your previous model" if session.model is not None else "the shipped model"
+                yield (log.figure(), log.table(), f"**Stopped{why} before the first step**: nothing was learned, so "
+                       f"{kept} stays in use.", gr.skip(), note, session)
+                return
             strategy = "gradual unfreezing" if config.gradual_unfreeze else PRESET_LABELS[preset].split(":")[0].lower()
-            session.set_model(model, f"trained on {name} ({len(result.history)} epochs, {strategy})")
-            archive = self._export(model, session)
-            yield (log.figure(), log.table(), _result_words(result, seconds, timed_out, self.limits.max_seconds),
-                   str(archive), _model_note(session, self.default_model), session)
+            on = "" if base is self.encoder else f" with {base.config.model_name}"
+            session.set_model(model, f"trained on {name}{on} ({len(result.history)} epochs, {strategy})")
+            words = _result_words(result, seconds, timed_out, self.limits.max_seconds) + f"<br><small>Data: {name}.</small>"
+            try:
+                archive = str(self._export(model, session))
+            except Exception as exc:  # noqa: BLE001 -- the trained model stays in use; only its zip is missing
+                logger.exception("could not prepare the download")
+                archive, words = None, words + f"<br>The download could not be prepared ({type(exc).__name__}: {exc})."
+            yield log.figure(), log.table(), words, archive, _model_note(session, self.default_model), session
         finally:
             session.running = False
             session.stop.clear()
@@ -790,6 +901,10 @@ def build_app(encoder: SentenceEncoder | None = None, default_model: MultiTaskMo
                     data_md = gr.Markdown(elem_id="data-note")
                 with gr.Column():
                     gr.Markdown("### 2 · What learns")
+                    # Only names from the host's allow-list: a visitor can never point the server at a path.
+                    base_model = gr.Dropdown(list(lab.models), value=lab.models[0], label="Base encoder",
+                                             allow_custom_value=False, visible=len(lab.models) > 1,
+                                             elem_id="base-model")
                     preset = gr.Radio([(label, key) for key, label in PRESET_LABELS.items()], value="encoder",
                                       label="Freezing", elem_id="preset")
                     gr.Markdown("\n".join(f"- **{PRESET_LABELS[k].split(':')[0]}**: {PRESET_HELP[k]}"
@@ -812,7 +927,7 @@ def build_app(encoder: SentenceEncoder | None = None, default_model: MultiTaskMo
                     sentiment_weight = gr.Slider(0, 3, value=1.0, step=0.1, label="Sentiment task weight",
                                                  elem_id="sentiment-weight")
                     gr.Markdown(f"<small>Limits on this server: {lim.max_rows:,} rows, {lim.max_epochs} epochs, "
-                                f"{lim.max_seconds:g} s per run.</small>")
+                                f"{lim.max_seconds:g} s per run; CSV files up to {lim.max_upload_mb:g} MB.</small>")
             with gr.Row():
                 start_btn = gr.Button("▶ Start training", variant="primary", elem_id="start-btn", scale=2)
                 stop_btn = gr.Button("■ Stop", variant="stop", elem_id="stop-btn", scale=1)
@@ -845,15 +960,16 @@ def build_app(encoder: SentenceEncoder | None = None, default_model: MultiTaskMo
               [classify_plot, classify_table, classify_json], api_name="classify", show_progress_on=[classify_table])
         default_btn.click(lab.use_default_model, session, [model_note, model_file, download_note, session], **private)
 
-        setup_inputs = [source, size, seed, csv_file, preset, gradual, epochs]
+        setup_inputs = [source, size, seed, csv_file, preset, gradual, epochs, base_model]
         gr.on([source.change, size.release, seed.change, csv_file.change, preset.change, gradual.change,
-               epochs.release, demo.load], lab.describe_setup, setup_inputs, [data_md, params_md], **private)
+               epochs.release, base_model.change, demo.load], lab.describe_setup, setup_inputs, [data_md, params_md],
+              **private)
         source.change(lambda s: (gr.update(visible=s == "synthetic"), gr.update(visible=s == "csv")), source,
                       [size, csv_file], **private)
 
         # A second click while a run streams is ignored by the page (trigger_mode "once"); the API gets an error.
         train_inputs = [source, size, seed, csv_file, preset, gradual, lr_decay, epochs, learning_rate, batch_size,
-                        topic_weight, sentiment_weight, session]
+                        topic_weight, sentiment_weight, base_model, session]
         train_outputs = [loss_plot, metrics_table, train_status, model_file, model_note, session]
         trained = start_btn.click(lab.train, train_inputs, train_outputs, api_name="train",
                                   concurrency_limit=lim.max_runs, concurrency_id="train",
@@ -865,7 +981,9 @@ def build_app(encoder: SentenceEncoder | None = None, default_model: MultiTaskMo
         # step (a visible reply could arrive after that final status and overwrite it).
         stop_btn.click(lab.stop, session, stop_reply, api_name="stop", concurrency_limit=None, show_progress="hidden")
 
-    demo.queue(default_concurrency_limit=1)  # embed, compare and classify each answer one request at a time
+    # Embed, compare and classify each answer one request at a time (2 vCPUs), beside at most max_runs
+    # training runs; a full queue tells the next visitor so instead of growing without bound.
+    demo.queue(default_concurrency_limit=1, max_size=lim.max_queue)
     return demo
 
 
@@ -877,10 +995,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.perf_counter()
-    demo = build_app()
+    limits = Limits.from_env()
+    demo = build_app(limits=limits)
     logger.info("models loaded in %.1f s", time.perf_counter() - started)
-    # Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (Gradio reads them itself).
-    demo.launch(theme=THEME, css=CSS, show_error=True, footer_links=["api"])
+    # Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (Gradio reads them itself). Gradio
+    # refuses bigger uploads itself (HTTP 413), before a handler sees them.
+    demo.launch(theme=THEME, css=CSS, show_error=True, footer_links=["api"], max_file_size=limits.max_upload_bytes)
 
 
 if __name__ == "__main__":

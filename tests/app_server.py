@@ -2,11 +2,14 @@
 
 A plain helper, not a conftest: ``with running_app() as server: ... server.url``. The server runs
 offline (HF_HUB_OFFLINE, no analytics) and its output goes to test-artifacts/ (ignored by git).
+Below it, what the tests that drive it through ``gradio_client`` share: the /train defaults and
+small readers of its outputs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -16,7 +19,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -79,3 +84,46 @@ def running_app(name: str = "app-server", env: dict[str, str] | None = None,
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# -- driving it with gradio_client ---------------------------------------------------------------------
+
+AG_NEWS = {"World", "Sports", "Business", "Sci/Tech"}  # the shipped model's topics
+# The /train endpoint's parameters, in order, with the page's defaults.
+TRAIN_DEFAULTS = dict(source="synthetic", size=300, seed=0, csv_file=None, preset="encoder", gradual=False,
+                      lr_decay=1.0, epochs=12, learning_rate=0.02, batch_size=16, topic_weight=1.0,
+                      sentiment_weight=1.0, base_model="sentence-transformers/all-MiniLM-L6-v2")
+SENTENCES = "\n".join(["The striker scored twice as United won the cup final.",
+                       "Shares of the chip maker plunged after weak earnings."])
+
+
+def figure(plot_output: dict) -> dict:
+    """The plotly JSON inside a gr.Plot output."""
+    assert plot_output["type"] == "plotly"
+    return json.loads(plot_output["plot"])
+
+
+def heatmap_scores(plot_output: dict) -> np.ndarray:
+    (trace,) = [t for t in figure(plot_output)["data"] if t["type"] == "heatmap"]
+    return np.array(trace["z"], dtype=float)
+
+
+def train_args(**changes) -> list:
+    return list((TRAIN_DEFAULTS | changes).values())
+
+
+def classify(client: Any, text: str = SENTENCES) -> list[dict]:
+    return client.predict(text, api_name="/classify")[2]
+
+
+def wait_for(job, predicate, timeout: float = 120.0):
+    """The first streamed output that satisfies ``predicate``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for output in job.outputs():
+            if predicate(output):
+                return output
+        if job.done():
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"no streamed output matched; last: {job.outputs()[-1:]!r}")

@@ -16,6 +16,13 @@ from core.encoder import SentenceEncoder, resolve_model_path
 from core.model import HeadsConfig, MultiTaskModel
 
 REQUIRE_DATA_ENV = "SENTENCE_LAB_REQUIRE_DATA"  # CI sets it: missing data fails instead of skipping
+# A public Space's settings, tightened so that the robustness and load tests reach every limit cheaply.
+LIMITED_ENV = {
+    "SENTENCE_LAB_MAX_ROWS": "400",  # a bigger CSV is sampled down to this
+    "SENTENCE_LAB_MAX_SECONDS": "30",  # the load test's training run ends here by itself
+    "SENTENCE_LAB_MAX_UPLOAD_MB": "0.2",  # ~200 KB: a "too big" file is cheap to make
+    "SENTENCE_LAB_MODELS": "all-MiniLM-L6-v2",  # the host's allow-list: one more name (the default's short alias)
+}
 
 
 @pytest.fixture(autouse=True)
@@ -78,6 +85,15 @@ def make_tiny_encoder(tokenizer, seed: int = 0, **settings) -> SentenceEncoder:
     return SentenceEncoder(EncoderConfig(model_name="tiny-bert", **settings), BertModel(config).eval(), tokenizer)
 
 
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory, tokenizer):
+    """The tiny BERT saved as a folder (safetensors + tokenizer), so that it loads by name like a real encoder."""
+    folder = tmp_path_factory.mktemp("tiny") / "tiny-bert"
+    make_tiny_encoder(tokenizer).backbone.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def tiny_encoder(tokenizer) -> SentenceEncoder:
     return make_tiny_encoder(tokenizer)
@@ -87,3 +103,12 @@ def tiny_encoder(tokenizer) -> SentenceEncoder:
 def tiny_model(tokenizer) -> MultiTaskModel:
     torch.manual_seed(0)
     return MultiTaskModel(make_tiny_encoder(tokenizer), HeadsConfig(class_names=["Business", "Sci/Tech", "Sports", "World"]))
+
+
+@pytest.fixture(scope="session")
+def limited_server():
+    """One ``python app.py`` under LIMITED_ENV, shared by the robustness and load tests."""
+    from tests.app_server import running_app
+
+    with running_app("app-server-limited", env=LIMITED_ENV) as server:
+        yield server

@@ -7,6 +7,7 @@ visitor session. Also: the plot builders never raise.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -22,15 +23,8 @@ from gradio_client.exceptions import AppError
 
 from core import plots
 from core.model import Prediction
-from tests.app_server import running_app
-
-AG_NEWS = {"World", "Sports", "Business", "Sci/Tech"}
-TRAIN_DEFAULTS = dict(source="synthetic", size=300, seed=0, csv_file=None, preset="encoder", gradual=False,
-                      lr_decay=1.0, epochs=12, learning_rate=0.02, batch_size=16, topic_weight=1.0,
-                      sentiment_weight=1.0)
-SENTENCES = "\n".join(["The striker scored twice as United won the cup final.",
-                       "Shares of the chip maker plunged after weak earnings."])
-
+from tests.app_server import (AG_NEWS, SENTENCES, TRAIN_DEFAULTS, classify, figure, heatmap_scores, running_app,
+                              train_args, wait_for)
 
 MAX_EPOCHS = 150  # set through the environment, as a host would
 
@@ -44,38 +38,6 @@ def server():
 @pytest.fixture
 def client(server) -> Client:
     return Client(server.url, verbose=False)  # a new client is a new visitor with its own session
-
-
-def figure(plot_output: dict) -> dict:
-    """The plotly JSON inside a gr.Plot output."""
-    assert plot_output["type"] == "plotly"
-    return json.loads(plot_output["plot"])
-
-
-def heatmap_scores(plot_output: dict) -> np.ndarray:
-    (trace,) = [t for t in figure(plot_output)["data"] if t["type"] == "heatmap"]
-    return np.array(trace["z"], dtype=float)
-
-
-def train_args(**changes) -> list:
-    return list((TRAIN_DEFAULTS | changes).values())
-
-
-def classify(client: Client, text: str = SENTENCES) -> list[dict]:
-    return client.predict(text, api_name="/classify")[2]
-
-
-def wait_for(job, predicate, timeout: float = 120.0):
-    """The first streamed output that satisfies ``predicate``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for output in job.outputs():
-            if predicate(output):
-                return output
-        if job.done():
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"no streamed output matched; last: {job.outputs()[-1:]!r}")
 
 
 # -- the API surface ---------------------------------------------------------------------------------
@@ -179,7 +141,8 @@ def test_a_short_run_streams_updates_and_becomes_this_visitors_model(client, tmp
 def test_stop_ends_the_run_at_the_next_step_and_keeps_the_model(client):
     # Long enough that Stop, not early stopping, ends it (the most rows, small steps, many epochs).
     job = client.submit(*train_args(size=1000, epochs=100, batch_size=4, learning_rate=0.0005), api_name="/train")
-    wait_for(job, lambda out: "Training" in out[2])
+    # After the first step: a Stop before it keeps the previous model (see test_stop.py).
+    wait_for(job, lambda out: re.search(r"· step [1-9]", out[2]))
     assert "Stopping" in client.predict(api_name="/stop")
     loss_plot, metrics, status, model_zip, note = job.result(timeout=300)
     assert "Stopped" in status
