@@ -1,0 +1,212 @@
+"""Stop pressed at any moment, a run that fails, a save that crashes: the visitor keeps a usable model.
+
+Twenty runs go through the app's own Train handler (``SentenceLab.train``, in-process, on a tiny
+encoder), each stopped at a random point of its stream: before the first step, mid-epoch, at an
+epoch's end, or after it finished. Each time the visitor's model is either the previous one,
+untouched, or the partly trained one; it predicts, and the partly trained one's download loads and
+predicts the same. Then a few Stops through the running app, as a browser sends them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import re
+import time
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from gradio_client import Client
+
+import app
+from core import model as model_module
+from core.config import HeadsConfig
+from core.encoder import SentenceEncoder, state_checksum
+from core.model import MultiTaskModel
+from tests.app_server import AG_NEWS, classify, train_args, wait_for
+
+CLASSES = ["Business", "Sci/Tech", "Sports", "World"]
+TEXTS = "The striker scored twice in the cup final.\nShares fell sharply after the results."
+RUNS = 20
+
+
+@pytest.fixture(scope="module")
+def lab(tiny_encoder_dir) -> app.SentenceLab:
+    """The app's handlers over a tiny encoder that loads by name, with tiny shipped heads."""
+    encoder = SentenceEncoder.from_pretrained(str(tiny_encoder_dir), pooling="mean", normalize=True, max_length=64)
+    torch.manual_seed(0)
+    shipped = MultiTaskModel(copy.deepcopy(encoder), HeadsConfig(class_names=CLASSES)).eval()
+    return app.SentenceLab(encoder, shipped, app.Limits(max_rows=200, max_seconds=120))
+
+
+@pytest.fixture
+def every_step_streams(monkeypatch):
+    monkeypatch.setattr(app, "STREAM_EVERY_S", 0.0)  # one output per training step: Stop can land on any of them
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 32-wide model gains nothing from more, and loses much on a busy machine
+    yield
+    torch.set_num_threads(threads)
+
+
+def start(lab: app.SentenceLab, session: app.Session, seed: int, preset: str = "encoder", epochs: int = 2):
+    """The Train handler's stream for a short synthetic run (48 training rows, 6 steps per epoch)."""
+    return lab.train("synthetic", 60, seed, None, preset, False, 1.0, epochs, 0.05, 8, 1.0, 1.0, None, session)
+
+
+def weights(model: MultiTaskModel) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def check_classify(lab: app.SentenceLab, session: app.Session) -> list[dict]:
+    _, table, predictions = lab.classify(TEXTS, session)
+    assert len(predictions) == 2 == len(table)
+    for p in predictions:
+        assert set(p["probabilities"]) == set(CLASSES) and sum(p["probabilities"].values()) == pytest.approx(1.0)
+        assert np.isfinite(p["sentiment"])
+    return predictions
+
+
+def test_stop_at_random_steps_leaves_the_previous_or_the_partly_trained_model(lab, every_step_streams, tmp_path):
+    rng = random.Random(7)
+    session = app.Session()
+    encoder_before = state_checksum(lab.encoder.backbone)
+    outcomes = []
+    for run in range(RUNS):
+        previous = session.model
+        before = weights(previous if previous is not None else lab.default_model)
+        preset = "none" if run % 4 == 3 else "encoder"  # heads only; every fourth run the whole encoder (a copy)
+        # The first runs stop right after "Preparing" or the start event, before any step; the rest anywhere.
+        stop_after = run if run < 2 else rng.randrange(2, 22)  # a run streams 19 outputs
+        outputs = []
+        for i, output in enumerate(start(lab, session, seed=run, preset=preset)):
+            outputs.append(output)
+            if i == stop_after:
+                lab.stop(session)  # what the Stop button runs
+        status, download = outputs[-1][2], outputs[-1][3]
+        assert not session.running and not session.stop.is_set()
+
+        if "before the first step" in status:
+            outcomes.append("previous")
+            assert session.model is previous, f"run {run}: stopped before learning anything, yet the model changed"
+            assert same_weights(before, weights(previous if previous is not None else lab.default_model))
+        else:
+            assert session.model is not previous, f"run {run}: {status}"
+            stopped = re.search(r"\*\*Stopped\*\* after (\d+) steps", status)
+            if stopped:  # every output after the first two is one training step, epoch end or validation
+                outcomes.append("partial")
+                assert 1 <= int(stopped.group(1)) <= stop_after - 1 and int(stopped.group(1)) < 12, status
+            else:
+                outcomes.append("finished")
+                assert "Done" in status, status
+            # The download is the model in use: it loads and predicts the same.
+            folder = tmp_path / f"run-{run}"
+            with zipfile.ZipFile(download) as archive:
+                archive.extractall(folder)
+            loaded = MultiTaskModel.load(folder / "sentence-lab-model")
+            ours, theirs = session.model.predict(TEXTS.splitlines()), loaded.predict(TEXTS.splitlines())
+            for a, b in zip(ours, theirs):
+                assert a.label == b.label and a.sentiment == pytest.approx(b.sentiment, abs=1e-5)
+                assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+            config = json.loads((folder / "sentence-lab-model" / "config.json").read_text())
+            assert config["encoder_weights"] == ("base" if preset == "encoder" else "stored")
+        check_classify(lab, session)
+    print(f"\nStop at random steps, {RUNS} runs: " + ", ".join(f"{outcomes.count(k)} {k}" for k in sorted(set(outcomes))))
+    assert outcomes.count("previous") >= 2 and outcomes.count("partial") >= 10, outcomes
+    assert state_checksum(lab.encoder.backbone) == encoder_before, "no run may touch the shared encoder"
+
+
+def test_a_run_that_fails_half_way_keeps_the_previous_model(lab, every_step_streams, monkeypatch):
+    session = app.Session()
+    list(start(lab, session, seed=1, epochs=1))
+    previous, before = session.model, weights(session.model)
+    real_train = app.train
+
+    def failing_train(*args, **kwargs):
+        for n, event in enumerate(real_train(*args, **kwargs)):
+            if n == 4:
+                raise RuntimeError("the disk is on fire")
+            yield event
+
+    monkeypatch.setattr(app, "train", failing_train)
+    with pytest.raises(gr.Error, match=r"The server could not finish this \(RuntimeError: the disk is on fire\)"):
+        list(start(lab, session, seed=2, preset="none"))
+    assert session.model is previous and same_weights(before, weights(session.model))
+    assert not session.running
+    check_classify(lab, session)
+
+
+def test_a_crash_while_saving_leaves_no_half_written_model(lab, every_step_streams, monkeypatch, tmp_path):
+    session = app.Session()
+    list(start(lab, session, seed=3, epochs=1))
+    saved = session.model.save(tmp_path / "model")
+    good = (saved / "heads.safetensors").read_bytes()
+
+    def crash(tensors, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a file")  # the crash comes mid-write
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(model_module, "save_file", crash)
+    with pytest.raises(OSError, match="No space left on device"):
+        session.model.save(saved)
+    assert (saved / "heads.safetensors").read_bytes() == good, "the old model was replaced by a half-written one"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"], "a temporary folder was left behind"
+    MultiTaskModel.load(saved).predict(["Still loads."])
+
+    # Through the app: the run's model is kept and in use; only its download is missing, and said so.
+    outputs = list(start(lab, session, seed=4, epochs=1))
+    status, download = outputs[-1][2], outputs[-1][3]
+    assert "Done" in status and "The download could not be prepared (OSError: No space left on device)" in status
+    assert download is None and session.model is not None
+    assert session.export_dir is not None and list(session.export_dir.iterdir()) == []  # nothing half-written
+    check_classify(lab, session)
+
+
+def test_downloads_live_in_the_apps_own_temporary_folder_and_go_with_the_session(lab, every_step_streams):
+    session = app.Session()
+    outputs = list(start(lab, session, seed=5, epochs=1))
+    download = Path(outputs[-1][3])
+    assert download.is_file() and download.parent == session.export_dir
+    assert session.export_dir.parent == lab._exports  # one folder per visitor, under the server's own
+    assert [p.name for p in session.export_dir.iterdir()] == ["sentence-lab-model.zip"]  # the folder itself is gone
+    folder = session.export_dir
+    session.close()  # Gradio calls this when the visitor's session expires
+    assert not folder.exists() and session.model is None
+
+
+# -- Stop through the running app -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delay", [0.0, 1.5, 4.0])
+def test_stop_through_the_app_keeps_a_usable_model(limited_server, delay):
+    client = Client(limited_server.url, verbose=False)
+    shipped = classify(client)
+    job = client.submit(*train_args(size=200, epochs=40, batch_size=4, learning_rate=0.0005), api_name="/train")
+    if delay:
+        wait_for(job, lambda out: "Preparing" in out[2])
+        time.sleep(delay)
+    reply = client.predict(api_name="/stop")
+    *_, status, model_zip, note = job.result(timeout=300)
+    print(f"\nStop after {delay} s: {reply!r} -> {status.split('<br>')[0]}")
+    after = classify(client)
+    assert all(set(p["probabilities"]) == AG_NEWS for p in after)
+    if "No run is going" in reply:  # Stop came before the run began: it runs to its end
+        assert "Done" in status and model_zip
+    elif "before the first step" in status:
+        assert [p["probabilities"] for p in after] == [p["probabilities"] for p in shipped]
+        assert "the shipped model" in note
+    else:
+        assert "**Stopped** after" in status and model_zip and "your model" in note.lower()
+        assert [p["probabilities"] for p in after] != [p["probabilities"] for p in shipped]
+    assert "No run is going" in client.predict(api_name="/stop")
+    other = classify(Client(limited_server.url, verbose=False))  # another visitor: still the shipped model
+    for a, b in zip(other, shipped, strict=True):
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
