@@ -4,7 +4,8 @@ Twenty runs go through the app's own Train handler (``SentenceLab.train``, in-pr
 encoder), each stopped at a random point of its stream: before the first step, mid-epoch, at an
 epoch's end, or after it finished. Each time the visitor's model is either the previous one,
 untouched, or the partly trained one; it predicts, and the partly trained one's download loads and
-predicts the same. Then a few Stops through the running app, as a browser sends them.
+predicts the same. The same seed gives the same model. Then a few Stops through the running app,
+as a browser sends them.
 """
 
 from __future__ import annotations
@@ -168,6 +169,16 @@ def test_a_crash_while_saving_leaves_no_half_written_model(lab, every_step_strea
     assert download is None and session.model is not None
     assert session.export_dir is not None and list(session.export_dir.iterdir()) == []  # nothing half-written
     check_classify(lab, session)
+
+
+def test_the_same_seed_gives_the_same_model_through_the_app(lab, every_step_streams):
+    models = []
+    for seed in (11, 11, 12):
+        session = app.Session()
+        list(start(lab, session, seed=seed, preset="none"))
+        models.append(weights(session.model))
+    assert same_weights(models[0], models[1]), "the same seed on the same machine must give the same model"
+    assert not same_weights(models[0], models[2])
 
 
 def test_downloads_live_in_the_apps_own_temporary_folder_and_go_with_the_session(lab, every_step_streams):
