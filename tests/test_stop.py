@@ -201,9 +201,8 @@ def test_stop_through_the_app_keeps_a_usable_model(limited_server, delay):
     client = Client(limited_server.url, verbose=False)
     shipped = classify(client)
     job = client.submit(*train_args(size=200, epochs=40, batch_size=4, learning_rate=0.0005), api_name="/train")
-    if delay:
-        wait_for(job, lambda out: "Preparing" in out[2])
-        time.sleep(delay)
+    wait_for(job, lambda out: "Preparing" in out[2])  # the run has begun: 0 s lands before its first step
+    time.sleep(delay)
     reply = client.predict(api_name="/stop")
     *_, status, model_zip, note = job.result(timeout=300)
     print(f"\nStop after {delay} s: {reply!r} -> {status.split('<br>')[0]}")
