@@ -13,7 +13,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from .metrics import classification_metrics, regression_metrics
 from .model import MultiTaskModel
 
 logger = logging.getLogger(__name__)
+
+# Gradual unfreezing caches the hidden states at the coming epochs' boundaries in one pass, up to this many bytes.
+PREFETCH_BYTES = 4 * 1024**3
 
 
 class StopFlag(Protocol):
@@ -140,6 +143,7 @@ class _Inputs:
         self.frozen_layers: int | None = None  # layers below the cache; None: no cache
         self.pooled: torch.Tensor | None = None  # (N, H) when the whole encoder is frozen
         self.hidden: list[torch.Tensor] | None = None  # N x (T_i, H) when only the bottom is
+        self._later: dict[int, list[torch.Tensor]] = {}  # hidden states at the boundaries coming epochs will use
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -150,18 +154,29 @@ class _Inputs:
             self._ids, _ = self.model.encoder.tokenize(self.texts)  # once, when a step or the cache first needs them
         return self._ids
 
-    def set_frozen(self, frozen_layers: int | None) -> None:
-        """(Re)build the cache for an encoder whose embeddings and bottom ``frozen_layers`` layers are frozen."""
+    def set_frozen(self, frozen_layers: int | None, coming: Sequence[int] = ()) -> None:
+        """(Re)build the cache for an encoder whose embeddings and bottom ``frozen_layers`` layers are frozen.
+
+        ``coming``: lower boundaries that later epochs will ask for (gradual unfreezing opens one
+        more layer each epoch). As many as fit in PREFETCH_BYTES are cached in the same pass, so
+        the frozen bottom runs once in all rather than once per epoch.
+        """
         if frozen_layers == self.frozen_layers:
             return
         encoder = self.model.encoder
         self.frozen_layers, self.pooled, self.hidden = frozen_layers, None, None
+        self._later = {b: v for b, v in self._later.items() if frozen_layers is not None and b <= frozen_layers}
         if frozen_layers is None:
             return
         if frozen_layers == len(encoder_layers(encoder.backbone)):
             self.pooled = encoder.embed(self.texts, batch_size=self.batch_size, convert_to="tensor", stage="pooled").embeddings
+        elif frozen_layers in self._later:
+            self.hidden = self._later.pop(frozen_layers)
         else:
-            self.hidden = _hidden_states(encoder, self.ids, frozen_layers, self.batch_size)
+            per_boundary = sum(len(x) for x in self.ids) * encoder.hidden_size * 4  # float32 hidden states
+            extra = [b for b in coming if b < frozen_layers][:max(0, PREFETCH_BYTES // per_boundary - 1)]
+            self._later = _hidden_states(encoder, self.ids, [frozen_layers, *extra], self.batch_size)
+            self.hidden = self._later.pop(frozen_layers)
 
     def forward(self, index: torch.Tensor, tasks: tuple[str, ...]):
         if self.pooled is not None:
@@ -178,19 +193,25 @@ class _Inputs:
 
 
 @torch.no_grad()
-def _hidden_states(encoder, ids: list[list[int]], num_layers: int, batch_size: int) -> list[torch.Tensor]:
-    """Each text's hidden states after the embeddings and ``num_layers`` layers, unpadded: (T_i, H)."""
+def _hidden_states(encoder, ids: list[list[int]], boundaries: Sequence[int], batch_size: int) -> dict[int, list[torch.Tensor]]:
+    """Each text's hidden states after the embeddings and ``b`` layers, for every b in ``boundaries``,
+    in one pass up the stack; unpadded, (T_i, H) per text."""
+    bounds = sorted(set(boundaries))
     was_training = encoder.training
     encoder.eval()
-    out: list[torch.Tensor] = [torch.empty(0)] * len(ids)
+    out: dict[int, list[torch.Tensor]] = {b: [torch.empty(0)] * len(ids) for b in bounds}
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch: little padding
     try:
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             features = encoder.collate([ids[i] for i in batch])
-            hidden, mask = encoder.bottom(features, num_layers), features["attention_mask"].bool()
-            for row, i in enumerate(batch):
-                out[i] = hidden[row][mask[row]].clone()
+            mask = features["attention_mask"]
+            hidden, at = encoder.bottom(features, bounds[0]), bounds[0]
+            for b in bounds:
+                if b > at:
+                    hidden, at = encoder._run_layers(hidden, mask, at, b), b  # on from the last boundary
+                for row, i in enumerate(batch):
+                    out[b][i] = hidden[row][mask[row].bool()].clone()
     finally:
         encoder.train(was_training)
     return out
@@ -346,9 +367,11 @@ def train(
         if config.gradual_unfreeze and epoch > 0:
             report = unfreeze_top_layers(model, epoch)
             frozen_layers = _frozen_bottom(model)
+        num_layers = len(encoder_layers(model.encoder.backbone))
+        coming = [num_layers - e for e in range(epoch + 1, config.epochs) if config.gradual_unfreeze and e <= num_layers]
         for inputs in (train_inputs, val_inputs):
-            if inputs is not None:
-                inputs.set_frozen(frozen_layers if config.cache_embeddings else None)  # runs the frozen bottom
+            if inputs is not None:  # runs the frozen bottom (for this epoch and, memory allowing, the coming ones)
+                inputs.set_frozen(frozen_layers if config.cache_embeddings else None, coming)
         model.train()
         _freeze_modes(model, frozen_layers)
         sums: dict[str, float] = {}

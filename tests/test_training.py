@@ -155,6 +155,24 @@ def test_gradual_unfreezing_runs_the_frozen_bottom_once_per_epoch(tiny_model, sy
     assert len(top_calls) == passes + steps + math.ceil(len(val_set) / 64)
 
 
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_gradual_unfreezing_caches_the_coming_epochs_in_one_pass(tokenizer, synthetic, monkeypatch, prefetch):
+    import core.training
+
+    if not prefetch:
+        monkeypatch.setattr(core.training, "PREFETCH_BYTES", 0)  # no room: each epoch runs its own pass
+    train_set, val_set = synthetic
+    model = _tiny(tokenizer)
+    calls = []
+    model.encoder.backbone.embeddings.register_forward_hook(lambda *args: calls.append(1))
+    config = TrainingConfig(epochs=3, batch_size=8, gradual_unfreeze=True, early_stopping_patience=None)
+    list(train(model, train_set, val_set, config))
+    passes = math.ceil(len(train_set) / 64) + math.ceil(len(val_set) / 64)
+    # Epoch 1: the pooled cache. Epoch 2 caches layer 0's output (for itself) and, room allowing,
+    # the embeddings' output (for epoch 3) in the same pass; epoch 3 then starts from the latter.
+    assert len(calls) == (2 if prefetch else 3) * passes
+
+
 def test_gradual_unfreezing_cached_and_uncached_agree(tokenizer, synthetic):
     train_set, val_set = synthetic
     states = []
