@@ -57,8 +57,8 @@ def model_card(model: MultiTaskModel, fmt: str = "sentence-lab", folder: str = "
     """Markdown for a model folder in format ``fmt`` ("sentence-lab", "sentence-transformers", "onnx")."""
     enc = model.encoder.config
     info = model.info
-    training: dict[str, Any] = info.get("training") or {}
-    config: dict[str, Any] = training.get("config") or {}
+    training: dict[str, Any] = _dict(info.get("training"))
+    config: dict[str, Any] = _dict(training.get("config"))
     weights = "pretrained, unchanged" if model.encoder_is_pretrained() else "fine-tuned here (stored in this folder)"
     lines = [
         "# Sentence Lab model",
@@ -91,23 +91,19 @@ def model_card(model: MultiTaskModel, fmt: str = "sentence-lab", folder: str = "
             f"batch {config.get('batch_size')}; seed {config.get('seed')}",
             f"- Task weights: topic {config.get('classification_weight')}, sentiment {config.get('sentiment_weight')}",
         ]
-        data = training.get("data") or {}
+        data = _dict(training.get("data"))
         for split in ("train", "validation"):
-            if data.get(split):
+            if isinstance(data.get(split), dict):
                 d = data[split]
                 lines.append(f"- {split.title()} data: {d.get('rows')} rows ({d.get('labelled')} with a topic, "
                              f"{d.get('with_sentiment')} with sentiment)")
-        for split, files in (info.get("data") or {}).items():
-            lines.append(f"- {split.title()} files: {', '.join(f'`{f}`' for f in files)}")
+        for split, files in _dict(info.get("data")).items():
+            if isinstance(files, list):
+                lines.append(f"- {split.title()} files: {', '.join(f'`{f}`' for f in files)}")
         lines.append(f"- Time: {training.get('seconds')} s, {training.get('steps')} steps")
         lines.append("")
     lines += ["## Metrics", ""]
-    metrics = info.get("metrics") or {}
-    rows = []
-    if metrics.get("validation"):
-        rows.append(("validation", metrics["validation"]))
-    for name, values in (metrics.get("test") or {}).items():
-        rows.append((f"test: {name}", values))
+    rows = _metric_rows(info.get("metrics"))
     if rows:
         lines += ["| data | accuracy | macro-F1 | Pearson | Spearman | MSE |", "|---|---|---|---|---|---|"]
         for name, m in rows:
@@ -116,6 +112,23 @@ def model_card(model: MultiTaskModel, fmt: str = "sentence-lab", folder: str = "
         lines.append("None recorded (`python -m core evaluate --model FOLDER --csv FILE --record` adds them).")
     lines += ["", "## How to load", "", _LOAD[fmt].format(folder=_display(folder)), ""]
     return "\n".join(lines)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _metric_rows(metrics: Any) -> list[tuple[str, dict[str, Any]]]:
+    """{"validation": {...}, "test": {"file": {...}}} -> [("validation", {...}), ("test: file", {...})]."""
+    rows = []
+    for split, values in _dict(metrics).items():
+        if not isinstance(values, dict):
+            continue
+        if any(isinstance(v, dict) for v in values.values()):
+            rows += [(f"{split}: {name}", v) for name, v in values.items() if isinstance(v, dict)]
+        else:
+            rows.append((split, values))
+    return rows
 
 
 def _display(folder: str) -> str:

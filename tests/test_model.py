@@ -69,7 +69,7 @@ def test_save_load_heads_only_identical_and_small(real_model, tmp_path, monkeypa
     real_model.info["metrics"] = {"test": {"accuracy": 0.5}}
     folder = real_model.save(tmp_path / "model")
     files = sorted(p.name for p in folder.iterdir())
-    assert files == ["config.json", "heads.safetensors"]  # no copy of the 90 MB encoder
+    assert files == ["README.md", "config.json", "heads.safetensors"]  # no copy of the 90 MB encoder
     assert sum(p.stat().st_size for p in folder.iterdir()) < 100_000
     config = json.loads((folder / "config.json").read_text())
     assert config["encoder_weights"] == "base"
@@ -132,5 +132,5 @@ def test_save_replaces_an_existing_folder_whole(real_model, tmp_path):
     folder.mkdir()
     (folder / "stale.txt").write_text("old")
     real_model.save(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "heads.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "heads.safetensors"]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary folder left behind
