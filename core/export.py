@@ -204,6 +204,9 @@ class _atomic_dir:
         self.folder = Path(folder)
 
     def __enter__(self) -> Path:
+        from .model import check_replaceable
+
+        check_replaceable(self.folder, lambda f: (f / EXPORT_INFO_FILE).is_file())  # only a previous export
         self.folder.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", dir=self.folder.parent))
         self.tmp.chmod(0o755)

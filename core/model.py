@@ -236,6 +236,7 @@ class MultiTaskModel(nn.Module):
         import transformers
 
         folder = Path(folder)
+        check_replaceable(folder, lambda f: _is_model_folder(f))
         folder.parent.mkdir(parents=True, exist_ok=True)
         store_encoder = not self.encoder_is_pretrained()
         encoder_config = asdict(self.encoder.config) | {"max_length": self.encoder.max_length}
@@ -408,6 +409,25 @@ def _load_encoder(folder: Path, name: str, what: str) -> tuple[nn.Module, Any]:
         reason = " ".join(str(exc).split())[:300]
         raise ModelFolderError(f"{folder}: cannot load {what} from this machine (loading a model never downloads "
                                f"or runs code): {reason}") from None
+
+
+def check_replaceable(folder: Path, is_ours) -> None:
+    """Saving replaces ``folder`` whole: allowed only for a missing or empty folder or one of ours
+    (``is_ours(folder)``), never for a file or someone's other folder (``--out ~`` must not wipe a home)."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_symlink() or not folder.is_dir():
+        raise FileExistsError(f"{folder} exists and is not a folder: choose another place to save to")
+    if any(folder.iterdir()) and not is_ours(folder):
+        raise FileExistsError(f"{folder} exists and is not a saved Sentence Lab model: refusing to replace it "
+                              f"(choose a new or empty folder)")
+
+
+def _is_model_folder(folder: Path) -> bool:
+    try:
+        return json.loads((folder / CONFIG_FILE).read_text()).get("format") == FORMAT_NAME
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _replace_dir(new: Path, dest: Path) -> None:

@@ -128,9 +128,26 @@ def test_not_a_model_folder(tmp_path):
 
 
 def test_save_replaces_an_existing_folder_whole(real_model, tmp_path):
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "stale.txt").write_text("old")
+    folder = real_model.save(tmp_path / "model")
+    (folder / "stale.txt").write_text("old")  # a previous save of a model, with a leftover file
     real_model.save(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "heads.safetensors"]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary folder left behind
+
+
+def test_save_never_replaces_a_folder_that_is_not_a_model(tiny_model, tmp_path):
+    from core.export import export_sentence_transformers
+
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    (home / "notes" / "thesis.txt").write_text("years of work")
+    for save in (tiny_model.save, lambda f: export_sentence_transformers(tiny_model, f)):
+        with pytest.raises(FileExistsError, match="is not a saved Sentence Lab model: refusing to replace it"):
+            save(home)
+        assert (home / "notes" / "thesis.txt").read_text() == "years of work"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is not a folder"):
+        tiny_model.save(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    assert (tiny_model.save(tmp_path / "empty") / "config.json").is_file()  # empty: fine
+    tiny_model.save(tmp_path / "empty")  # a model: replaced whole
