@@ -273,17 +273,18 @@ class SentenceEncoder(nn.Module):
     def bottom(self, features: dict[str, Tensor], num_layers: int) -> Tensor:
         """Embeddings + the first ``num_layers`` transformer layers: (B, T) ids -> (B, T, H) hidden states."""
         embeddings = self.backbone.embeddings(input_ids=features["input_ids"], token_type_ids=features.get("token_type_ids"))
-        return self._run_layers(embeddings, features["attention_mask"], 0, num_layers)
+        return self.run_layers(embeddings, features["attention_mask"], 0, num_layers)
 
     def top(self, hidden: Tensor, attention_mask: Tensor, start: int) -> Tensor:
         """The layers from ``start`` up, then pooling: (B, T, H) hidden states -> (B, H) float32.
 
         ``top(bottom(features, k), features["attention_mask"], k)`` equals ``pooled(features)``.
         """
-        hidden = self._run_layers(hidden, attention_mask, start, None)
+        hidden = self.run_layers(hidden, attention_mask, start, None)
         return pool(hidden.float(), attention_mask, self.config.pooling)
 
-    def _run_layers(self, hidden: Tensor, attention_mask: Tensor, start: int, stop: int | None) -> Tensor:
+    def run_layers(self, hidden: Tensor, attention_mask: Tensor, start: int, stop: int | None) -> Tensor:
+        """Transformer layers ``start`` to ``stop`` (None: the top) on (B, T, H) hidden states."""
         from transformers.masking_utils import create_bidirectional_mask
 
         mask = create_bidirectional_mask(config=self.backbone.config, inputs_embeds=hidden, attention_mask=attention_mask)

@@ -131,7 +131,7 @@ class _Inputs:
     A step starts from as high up the encoder as its frozen part allows (``set_frozen``):
     cached pooled vectors when the whole encoder is frozen; cached hidden states below the
     first trainable layer when only the bottom is frozen (gradual unfreezing: the frozen
-    bottom runs once per epoch, the open top every step); token ids when the embeddings train.
+    bottom runs in one caching pass, the open top every step); token ids when the embeddings train.
     """
 
     def __init__(self, model: MultiTaskModel, data: MultiTaskDataset, batch_size: int) -> None:
@@ -209,7 +209,7 @@ def _hidden_states(encoder, ids: list[list[int]], boundaries: Sequence[int], bat
             hidden, at = encoder.bottom(features, bounds[0]), bounds[0]
             for b in bounds:
                 if b > at:
-                    hidden, at = encoder._run_layers(hidden, mask, at, b), b  # on from the last boundary
+                    hidden, at = encoder.run_layers(hidden, mask, at, b), b  # on from the last boundary
                 for row, i in enumerate(batch):
                     out[b][i] = hidden[row][mask[row].bool()].clone()
     finally:
