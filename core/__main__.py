@@ -14,26 +14,28 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import BUILTIN_DATASETS, DEFAULT_HEADS_DIR, DEFAULT_MODEL, FREEZE_PRESETS, POOLING_MODES, TrainingConfig
+from .config import (BUILTIN_DATASETS, DEFAULT_HEADS_DIR, DEFAULT_MODEL, EXPORT_FORMATS, FREEZE_PRESETS,
+                     NORMALIZE_FOR_TRAINING, POOLING_MODES, TrainingConfig)
+from .errors import ConfigError, MissingFileError, SentenceLabError, TextError
+from .text import check_texts, is_blank
+
+logger = logging.getLogger("sentence_lab.cli")
+DEFAULTS = TrainingConfig()  # train's options default to the library's own settings
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
     """The sentences to read, checked before any model is loaded."""
-    from .encoder import text_problem
-
     texts = list(args.texts)
     if args.file:
         raw = Path(args.file).read_bytes()
         try:
             lines = raw.decode("utf-8-sig").splitlines()
         except UnicodeDecodeError as exc:
-            raise ValueError(f"{args.file}: not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8") from None
-        texts += [line for line in lines if not text_problem(line)]  # blank lines are not sentences
+            raise TextError(f"{args.file}: not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8") from None
+        texts += [line for line in lines if not is_blank(line)]  # blank lines are not sentences
     if not texts:
-        raise ValueError("no text given: pass sentences as arguments or --file with one per line")
-    for i, text in enumerate(texts):
-        if text_problem(text):
-            raise ValueError(f"text {i + 1} {text_problem(text)}")
+        raise TextError("no text given: pass sentences as arguments or --file with one per line")
+    check_texts(texts, lambda i: f"text {i + 1}")
     return texts
 
 
@@ -41,7 +43,7 @@ def _model_dir(args: argparse.Namespace) -> Path:
     if args.model:
         return Path(args.model)
     if not DEFAULT_HEADS_DIR.is_dir():
-        raise FileNotFoundError(f"no default model is shipped at {DEFAULT_HEADS_DIR}; pass --model DIR")
+        raise MissingFileError(f"no default model is shipped at {DEFAULT_HEADS_DIR}; pass --model DIR")
     return DEFAULT_HEADS_DIR
 
 
@@ -66,11 +68,12 @@ def cmd_predict(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> Any:
     from .data import check_learnable, load_builtin, read_csvs
+    from .encoder import SentenceEncoder
     from .model import MultiTaskModel
-    from .training import fit, seed_everything
+    from .training import fit
 
     if bool(args.csv) == bool(args.builtin):
-        raise ValueError(f"give training data as --csv FILE (repeatable) or --builtin {{{','.join(BUILTIN_DATASETS)}}}, not both or neither")
+        raise ConfigError(f"give training data as --csv FILE (repeatable) or --builtin {{{','.join(BUILTIN_DATASETS)}}}, not both or neither")
     config = TrainingConfig(
         epochs=args.epochs, learning_rate=args.lr, encoder_learning_rate=args.encoder_lr, batch_size=args.batch_size,
         freeze=args.freeze, gradual_unfreeze=args.gradual_unfreeze, layer_lr_decay=args.layer_lr_decay,
@@ -89,12 +92,11 @@ def cmd_train(args: argparse.Namespace) -> Any:
         train_data = data
     else:
         train_data, val_data = data.split(args.val_fraction, seed=args.seed)
-    seed_everything(args.seed)  # the heads' initial weights come from the seed too
-    model = MultiTaskModel.from_pretrained(args.model, class_names=data.class_names, sentiment="sentiment" in data.tasks,
-                                           sentiment_range=model_range, pooling=args.pooling, normalize=args.normalize,
-                                           projection_dim=args.projection_dim)
+    encoder = SentenceEncoder.from_pretrained(args.model, pooling=args.pooling, normalize=args.normalize,
+                                              projection_dim=args.projection_dim)
+    model = MultiTaskModel.for_data(data, encoder, sentiment_range=model_range, seed=args.seed)
     result = fit(model, train_data, val_data, config, show_progress_bar=not args.quiet)
-    model.info["data"] = {"train": [str(p) for p in args.csv] or [f"builtin:{args.builtin}"],
+    model.record.files = {"train": [str(p) for p in args.csv] or [f"builtin:{args.builtin}"],
                           "validation": [str(p) for p in args.val_csv] or [f"{args.val_fraction:.0%} held out of train"]}
     out = model.save(args.out)
     return {"out": str(out), "best_epoch": result.best_epoch, "metrics": result.best_metrics, "history": result.history,
@@ -124,7 +126,7 @@ def cmd_evaluate(args: argparse.Namespace) -> Any:
     metrics = evaluate(model, data, batch_size=args.batch_size, show_progress_bar=not args.quiet)
     if args.record:  # keep the figures with the model: its config.json says what it reaches
         name = " + ".join(f"{Path(c).parent.name}/{Path(c).name}" for c in args.csv)
-        model.info.setdefault("metrics", {}).setdefault("test", {})[name] = _finite(metrics)
+        model.record.add_test_metrics(name, _finite(metrics))
         model.save(folder)
     return metrics
 
@@ -149,8 +151,9 @@ def cmd_evaluate_sts(args: argparse.Namespace) -> Any:
 def cmd_bench(args: argparse.Namespace) -> Any:
     from . import bench
     from .data import find_datasets_dir
+    from .runtime import resolve_device
 
-    device = args.device or ("cuda" if _cuda() else "cpu")
+    device = str(resolve_device(args.device))
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))  # noqa: E731
     if args.profile:
         log(f"profiling: {args.sets[0]} set, sentence-transformers and ours, on the CPU")
@@ -168,19 +171,13 @@ def cmd_bench(args: argparse.Namespace) -> Any:
         report["classify_latency"] = bench.classify_latency()
     data_dir = Path(args.data) if args.data else find_datasets_dir()
     if args.training and data_dir is None:
-        raise FileNotFoundError("the training table needs the shared datasets: pass --data DIR or --no-training")
+        raise MissingFileError("the training table needs the shared datasets: pass --data DIR or --no-training")
     if args.training:
         log("training: 5 epochs on the frozen encoder, AG News + SST train")
         report["training"] = bench.run_training(data_dir, model_name=args.model, device=device, log=log)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return report
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _print_bench(report: dict[str, Any]) -> None:
@@ -261,19 +258,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale the model reports sentiment on; values are mapped onto it (default: the data's)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="base encoder name or folder")
     p.add_argument("--pooling", default="mean", choices=POOLING_MODES)
-    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True,
+    # On by default, unlike EncoderConfig.normalize: see NORMALIZE_FOR_TRAINING for the measurement.
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=NORMALIZE_FOR_TRAINING,
                    help="L2-normalise embeddings before the heads (default on: SST Pearson 0.666 vs 0.655 raw)")
     p.add_argument("--projection-dim", type=int, default=None)
-    p.add_argument("--freeze", default="encoder", choices=FREEZE_PRESETS)
+    p.add_argument("--freeze", default=DEFAULTS.freeze, choices=FREEZE_PRESETS)
     p.add_argument("--gradual-unfreeze", action="store_true", help="open one more top encoder layer each epoch")
     p.add_argument("--layer-lr-decay", type=float, default=None, help="e.g. 0.9: lower layers learn slower")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=3e-3, help="learning rate of the heads")
-    p.add_argument("--encoder-lr", type=float, default=2e-5, help="learning rate of the top encoder layer")
-    p.add_argument("--classification-weight", type=float, default=1.0)
-    p.add_argument("--sentiment-weight", type=float, default=1.0)
-    p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs (0: off)")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
+    p.add_argument("--lr", type=float, default=DEFAULTS.learning_rate, help="learning rate of the heads")
+    p.add_argument("--encoder-lr", type=float, default=DEFAULTS.encoder_learning_rate,
+                   help="learning rate of the top encoder layer")
+    p.add_argument("--classification-weight", type=float, default=DEFAULTS.classification_weight)
+    p.add_argument("--sentiment-weight", type=float, default=DEFAULTS.sentiment_weight)
+    p.add_argument("--patience", type=int, default=DEFAULTS.early_stopping_patience,
+                   help="early-stopping patience in epochs (0: off)")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--out", required=True, help="folder to save the model in")
     common(p)
@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a model as a sentence-transformers folder or one ONNX graph")
     p.add_argument("out", help="folder to write (replaced if it exists)")
-    p.add_argument("--format", required=True, choices=["sentence-transformers", "onnx"])
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--model", help="saved model folder (default: the shipped heads)")
     common(p)
 
@@ -327,8 +327,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
         result = COMMANDS[args.command](args)
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:  # bad input or a failed step: one line, no traceback
+    except (SentenceLabError, OSError) as exc:  # the user's input, or a file they named: one line, no traceback
         return _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 -- a bug: the traceback goes to the log, the line says so
+        logger.exception("internal error in %s", args.command)
+        return _fail(f"internal error ({type(exc).__name__}: {exc}); this is a bug in Sentence Lab, "
+                     "please report it with the traceback above", status=1)
     if args.json:
         print(json.dumps(_finite(result)))
     else:
@@ -336,9 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = 2) -> int:
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    return 2
+    return status
 
 
 def _finite(value: Any) -> Any:

@@ -2,14 +2,31 @@
 
 It says what a reader needs before trusting the folder: the base encoder and how sentences
 become vectors, what was frozen, what it was trained on, what it scored, and how to load it.
+It renders plain facts (``ModelFacts``, which ``MultiTaskModel.facts()`` gives), so it never
+needs the model itself.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
-from .model import MultiTaskModel
+from .config import EncoderConfig
+from .record import TrainingRecord
+
+
+@dataclass
+class ModelFacts:
+    """What a card (and an export's sentence_lab.json) says about a model."""
+
+    encoder: EncoderConfig
+    max_length: int  # tokens read per text
+    embedding_dim: int
+    encoder_pretrained: bool  # the backbone still holds the base model's weights
+    class_names: list[str]  # empty: no topic head
+    sentiment_range: tuple[float, float] | None  # None: no sentiment head
+    record: TrainingRecord
 
 _LOAD = {
     "sentence-lab": """```python
@@ -53,13 +70,10 @@ outputs = session.run(None, {{"input_ids": batch["input_ids"], "attention_mask":
 }
 
 
-def model_card(model: MultiTaskModel, fmt: str = "sentence-lab", folder: str = "MODEL_FOLDER") -> str:
+def model_card(facts: ModelFacts, fmt: str = "sentence-lab", folder: str = "MODEL_FOLDER") -> str:
     """Markdown for a model folder in format ``fmt`` ("sentence-lab", "sentence-transformers", "onnx")."""
-    enc = model.encoder.config
-    info = model.info
-    training: dict[str, Any] = _dict(info.get("training"))
-    config: dict[str, Any] = _dict(training.get("config"))
-    weights = "pretrained, unchanged" if model.encoder_is_pretrained() else "fine-tuned here (stored in this folder)"
+    enc, record = facts.encoder, facts.record
+    weights = "pretrained, unchanged" if facts.encoder_pretrained else "fine-tuned here (stored in this folder)"
     lines = [
         "# Sentence Lab model",
         "",
@@ -69,41 +83,41 @@ def model_card(model: MultiTaskModel, fmt: str = "sentence-lab", folder: str = "
         "",
         f"- Base encoder: `{enc.model_name}` ({weights})",
         f"- Pooling: {enc.pooling}; L2 normalisation: {'on' if enc.normalize else 'off'}; "
-        f"projection: {enc.projection_dim or 'none'}; max tokens: {model.encoder.max_length} (longer text is truncated)",
-        f"- Embedding size: {model.encoder.embedding_dim}",
+        f"projection: {enc.projection_dim or 'none'}; max tokens: {facts.max_length} (longer text is truncated)",
+        f"- Embedding size: {facts.embedding_dim}",
         "",
         "## Heads",
         "",
-        f"- Topic classes: {', '.join(model.class_names) if model.classifier is not None else 'no topic head'}",
-        f"- Sentiment: {'scale %g to %g' % tuple(model.heads_config.sentiment_range) if model.sentiment_head is not None else 'no sentiment head'}",
+        f"- Topic classes: {', '.join(facts.class_names) or 'no topic head'}",
+        f"- Sentiment: {'scale %g to %g' % tuple(facts.sentiment_range) if facts.sentiment_range else 'no sentiment head'}",
         "",
         "## Training",
         "",
     ]
-    if not training:
+    config = record.config
+    if config is None:
         lines += ["Not trained in the lab (heads as initialised or loaded).", ""]
     else:
-        freeze = "gradual unfreezing (one more top layer per epoch)" if config.get("gradual_unfreeze") else f"preset `{config.get('freeze')}`"
+        freeze = ("gradual unfreezing (one more top layer per epoch)" if config.gradual_unfreeze
+                  else f"preset `{config.freeze}`")
+        run = f"{record.epochs_run} run, " if record.epochs_run is not None else ""
         lines += [
-            f"- Freezing: {freeze}; layer-wise LR decay: {config.get('layer_lr_decay') or 'none'}",
-            f"- Epochs: {config.get('epochs')} (best epoch {_plus1(training.get('best_epoch'))}); "
-            f"learning rate {config.get('learning_rate')} heads, {config.get('encoder_learning_rate')} encoder; "
-            f"batch {config.get('batch_size')}; seed {config.get('seed')}",
-            f"- Task weights: topic {config.get('classification_weight')}, sentiment {config.get('sentiment_weight')}",
+            f"- Freezing: {freeze}; layer-wise LR decay: {config.layer_lr_decay or 'none'}",
+            f"- Epochs: {config.epochs} ({run}best epoch {_plus1(record.best_epoch)}); "
+            f"learning rate {config.learning_rate} heads, {config.encoder_learning_rate} encoder; "
+            f"batch {config.batch_size}; seed {config.seed}",
+            f"- Task weights: topic {config.classification_weight}, sentiment {config.sentiment_weight}",
         ]
-        data = _dict(training.get("data"))
-        for split in ("train", "validation"):
-            if isinstance(data.get(split), dict):
-                d = data[split]
-                lines.append(f"- {split.title()} data: {d.get('rows')} rows ({d.get('labelled')} with a topic, "
-                             f"{d.get('with_sentiment')} with sentiment)")
-        for split, files in _dict(info.get("data")).items():
-            if isinstance(files, list):
-                lines.append(f"- {split.title()} files: {', '.join(f'`{f}`' for f in files)}")
-        lines.append(f"- Time: {training.get('seconds')} s, {training.get('steps')} steps")
+        for split, d in (("train", record.train_data), ("validation", record.validation_data)):
+            if d is not None:
+                lines.append(f"- {split.title()} data: {d.rows} rows ({d.labelled} with a topic, "
+                             f"{d.with_sentiment} with sentiment)")
+        for split, files in record.files.items():
+            lines.append(f"- {split.title()} files: {', '.join(f'`{f}`' for f in files)}")
+        lines.append(f"- Time: {record.seconds} s, {record.steps} steps")
         lines.append("")
     lines += ["## Metrics", ""]
-    rows = _metric_rows(info.get("metrics"))
+    rows = _metric_rows(record.metrics)
     if rows:
         lines += ["| data | accuracy | macro-F1 | Pearson | Spearman | MSE |", "|---|---|---|---|---|---|"]
         for name, m in rows:

@@ -2,6 +2,11 @@
 
 CSV format: a header row; ``text`` required; ``label`` (class name) and ``sentiment`` (number)
 optional per row, but each row needs at least one of them.
+
+``MultiTaskDataset`` is a torch Dataset: ``data[i]`` is an ``Example`` and ``collate`` batches
+them for a DataLoader, with the masks the loss expects (IGNORE_LABEL, NaN) where a row has no target:
+
+    loader = DataLoader(data, batch_size=32, shuffle=True, collate_fn=collate)
 """
 
 from __future__ import annotations
@@ -16,34 +21,63 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
+from torch.utils.data import Dataset
 
 from .config import BUILTIN_DATASETS
-from .encoder import text_problem
+from .errors import ConfigError, DataError
 from .losses import IGNORE_LABEL
+from .record import DataSummary
+from .text import text_problem
+
+__all__ = ["DataError", "Example", "Batch", "MultiTaskDataset", "collate", "read_csv", "read_csvs", "make_synthetic",
+           "load_builtin", "check_learnable", "find_datasets_dir", "StsPairs", "read_sts"]
 
 TEXT, LABEL, SENTIMENT = "text", "label", "sentiment"
-MAX_ERRORS_SHOWN = 10
+MAX_ERRORS_SHOWN = DataError.MAX_SHOWN
 DATA_ENV = "SENTENCE_LAB_DATA"
 # Files that are not CSV text although people name them .csv: their first bytes, and what they are.
 _NOT_CSV = {b"PK\x03\x04": "a zip archive or an Excel .xlsx workbook", b"\xd0\xcf\x11\xe0": "an old Excel .xls workbook",
             b"%PDF": "a PDF document", b"\xff\xfe": "UTF-16 text", b"\xfe\xff": "UTF-16 text"}
 
 
-class DataError(ValueError):
-    """Bad input data. ``problems`` lists every problem found, each naming its row and column."""
+@dataclass(frozen=True)
+class Example:
+    """One row of a MultiTaskDataset, as ``data[i]`` gives it.
 
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source, self.problems = source, problems
-        shown = "; ".join(problems[:MAX_ERRORS_SHOWN])
-        more = f" (and {len(problems) - MAX_ERRORS_SHOWN} more)" if len(problems) > MAX_ERRORS_SHOWN else ""
-        super().__init__(f"{source}: {shown}{more}")
+    Attributes:
+        text: the sentence.
+        label: index of its class in the dataset's ``class_names``, or None (no topic for this row).
+        sentiment: its sentiment value, or None (no sentiment for this row).
+    """
+
+    text: str
+    label: int | None
+    sentiment: float | None
 
 
 @dataclass
-class MultiTaskDataset:
+class Batch:
+    """Examples batched by ``collate``: (B,) label indices (IGNORE_LABEL where none), (B,) sentiments (NaN where none)."""
+
+    texts: list[str]
+    labels: torch.Tensor
+    sentiments: torch.Tensor
+
+
+def collate(examples: Sequence[Example]) -> Batch:
+    """A DataLoader's ``collate_fn`` for MultiTaskDataset: missing targets become the loss's masks."""
+    return Batch(texts=[e.text for e in examples],
+                 labels=torch.tensor([IGNORE_LABEL if e.label is None else e.label for e in examples], dtype=torch.long),
+                 sentiments=torch.tensor([math.nan if e.sentiment is None else e.sentiment for e in examples],
+                                         dtype=torch.float32))
+
+
+@dataclass
+class MultiTaskDataset(Dataset):
     """Texts, each with a class label, a sentiment score, or both (None where absent).
 
     ``rows`` names where each text came from ("train.csv row 7"), for error messages.
+    ``data[i]`` is the i-th ``Example`` (its label as an index into ``class_names``).
     """
 
     texts: list[str]
@@ -54,7 +88,7 @@ class MultiTaskDataset:
     def __post_init__(self) -> None:
         n = len(self.texts)
         if not (len(self.labels) == len(self.sentiments) == n):
-            raise ValueError(f"texts, labels and sentiments differ in length: {n}, {len(self.labels)}, {len(self.sentiments)}")
+            raise ConfigError(f"texts, labels and sentiments differ in length: {n}, {len(self.labels)}, {len(self.sentiments)}")
         self.rows = self.rows or [f"row {i + 1}" for i in range(n)]
         problems = []
         for i, (text, label, score) in enumerate(zip(self.texts, self.labels, self.sentiments)):
@@ -66,9 +100,16 @@ class MultiTaskDataset:
                 problems.append(f"{self.rows[i]}, column 'sentiment': {score!r} is not a finite number")
         if problems:
             raise DataError("dataset", problems)
+        self._label_index = {name: i for i, name in enumerate(self.class_names)}
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def __getitem__(self, index: int) -> Example:
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError(f"a MultiTaskDataset is indexed by an int, got {type(index).__name__}; use subset() for several rows")
+        label = self.labels[index]  # IndexError past the end, as a list
+        return Example(self.texts[index], None if label is None else self._label_index[label], self.sentiments[index])
 
     @property
     def class_names(self) -> list[str]:
@@ -100,7 +141,7 @@ class MultiTaskDataset:
         """
         (a, b), (c, d) = source, target
         if not (a < b and c < d):
-            raise ValueError(f"a sentiment scale is (low, high) with low < high; got {source} -> {target}")
+            raise ConfigError(f"a sentiment scale is (low, high) with low < high; got {source} -> {target}")
         scale = (d - c) / (b - a)
         mapped = [c + (s - a) * scale if s is not None else None for s in self.sentiments]
         return MultiTaskDataset(list(self.texts), list(self.labels), mapped, list(self.rows))
@@ -126,22 +167,28 @@ class MultiTaskDataset:
     def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[MultiTaskDataset, MultiTaskDataset]:
         """A seeded random (train, validation) split."""
         if not 0 < val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+            raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
         order = list(range(len(self)))
         random.Random(seed).shuffle(order)
         n_val = max(1, round(len(order) * val_fraction))
         if n_val >= len(order):
-            raise ValueError(f"{len(self)} rows are too few to hold out a validation split")
+            raise ConfigError(f"{len(self)} rows are too few to hold out a validation split")
         return self.subset(sorted(order[n_val:])), self.subset(sorted(order[:n_val]))
+
+    def sample(self, n: int, seed: int = 0) -> MultiTaskDataset:
+        """A seeded random ``n`` of the rows, in their original order (all of them when there are no more)."""
+        if n >= len(self):
+            return self
+        return self.subset(sorted(random.Random(seed).sample(range(len(self)), n)))
 
     @staticmethod
     def concat(datasets: Sequence[MultiTaskDataset]) -> MultiTaskDataset:
         return MultiTaskDataset([t for d in datasets for t in d.texts], [x for d in datasets for x in d.labels],
                                 [x for d in datasets for x in d.sentiments], [x for d in datasets for x in d.rows])
 
-    def summary(self) -> dict[str, object]:
-        return {"rows": len(self), "labelled": sum(x is not None for x in self.labels),
-                "with_sentiment": sum(x is not None for x in self.sentiments), "class_names": self.class_names}
+    def summary(self) -> DataSummary:
+        return DataSummary(rows=len(self), labelled=sum(x is not None for x in self.labels),
+                           with_sentiment=sum(x is not None for x in self.sentiments), class_names=self.class_names)
 
 
 # -- CSV ------------------------------------------------------------------------------------
@@ -300,7 +347,7 @@ def make_synthetic(n: int = 400, seed: int = 0, noise: float = 0.05) -> MultiTas
     model must read both: e.g. "The goalkeeper was an utter disaster in the cup final." -> Sports, -0.95.
     """
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise ConfigError(f"n must be >= 1, got {n}")
     rng = random.Random(seed)
     topics = sorted(_TOPICS)
     texts, labels, scores = [], [], []
@@ -348,7 +395,7 @@ def load_builtin(name: str, *, size: int = 400, seed: int = 0) -> MultiTaskDatas
         return make_synthetic(size, seed=seed)
     if name == "bbc_news":
         return load_bbc_news()
-    raise ValueError(f"Unknown built-in data set {name!r}. Valid names are: {', '.join(BUILTIN_DATASETS)}")
+    raise ConfigError(f"Unknown built-in data set {name!r}. Valid names are: {', '.join(BUILTIN_DATASETS)}")
 
 
 # -- the real sets in ../shared/datasets ---------------------------------------------------------

@@ -7,11 +7,10 @@ count, padding per batch, the device, and the report of truncated inputs.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
-import re
-import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,8 +23,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .config import DEFAULT_MODEL, EncoderConfig
+from .errors import ConfigError, TextError
 from .pooling import pool
 from .precision import DTYPES, HalfCopies, check_precision, fast_precision
+from .runtime import eval_mode
+from .text import check_texts
 
 logger = logging.getLogger(__name__)
 
@@ -36,36 +38,10 @@ def encoder_layers(backbone: nn.Module) -> nn.ModuleList:
     for module in backbone.modules():
         if isinstance(module, nn.ModuleList) and len(module) == n:
             return module
-    raise ValueError(f"Cannot find the {n} transformer layers of {type(backbone).__name__} for layer-wise freezing")
+    raise ConfigError(f"Cannot find the {n} transformer layers of {type(backbone).__name__} for layer-wise freezing")
+
 
 _DEFAULT_ALIASES = (DEFAULT_MODEL, "all-MiniLM-L6-v2")
-# Unicode categories that show nothing: spaces and line/paragraph separators, control and format
-# characters (zero-width space, joiners, BOM, direction marks).
-_INVISIBLE = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
-_SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: never valid on its own
-
-
-def text_problem(text: object) -> str | None:
-    """Why ``text`` cannot be embedded, in words, or None when it can.
-
-    Any Unicode is fine (emoji, right-to-left scripts, combining marks, control characters);
-    refused are non-strings, texts with no visible character (empty, spaces, zero-width or
-    control characters only) and unpaired surrogates, which are not Unicode text at all.
-    """
-    if not isinstance(text, str):
-        return f"is {type(text).__name__}, expected a string"
-    surrogate = _SURROGATE.search(text)
-    if surrogate:
-        return (f"has an unpaired surrogate (U+{ord(surrogate.group()):04X} at character {surrogate.start() + 1}), "
-                "which is not valid Unicode text")
-    if is_blank(text):
-        return "is empty: it has no visible character, only spaces or invisible ones"
-    return None
-
-
-def is_blank(text: str) -> bool:
-    """True when ``text`` shows nothing: empty, or only spaces, control and zero-width characters."""
-    return all(unicodedata.category(c) in _INVISIBLE for c in text)
 
 
 def resolve_model_path(name: str) -> str:
@@ -177,8 +153,11 @@ class SentenceEncoder(nn.Module):
         self.max_length: int = config.max_length or self._model_max_length()
         # Identifies the pretrained weights, so a saved model can reference them instead of copying.
         self.base_checksum: str = base_checksum or state_checksum(backbone)
-        self._wants_token_type_ids = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
+        self.wants_token_type_ids = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
         self._half = HalfCopies()  # not a submodule: never saved, never trained
+        # The transformer layers, found on first use. A tuple, not a ModuleList: it must not register
+        # the layers a second time (the state dict, and so the checksum, would change).
+        self._layers: tuple[nn.Module, ...] | None = None
 
     @classmethod
     def from_pretrained(cls, model_name: str = DEFAULT_MODEL, *, device: str | torch.device | None = None, **settings: Any) -> SentenceEncoder:
@@ -204,13 +183,40 @@ class SentenceEncoder(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def layers(self) -> tuple[nn.Module, ...]:
+        """The backbone's transformer layers, bottom first; ConfigError where it has no such stack."""
+        if self._layers is None:
+            self._layers = tuple(encoder_layers(self.backbone))
+        return self._layers
+
+    def is_pretrained(self) -> bool:
+        """True while the backbone still holds exactly the pretrained weights it was loaded with."""
+        return self.base_checksum is not None and state_checksum(self.backbone) == self.base_checksum
+
+    def copy(self, *, share_weights: bool) -> SentenceEncoder:
+        """An encoder of its own for a training run: its own tokenizer, train/eval modes and ``requires_grad``.
+
+        ``share_weights`` keeps the backbone's weight storage shared (for runs that do not change
+        encoder weights: one copy of 90 MB serves every visitor); otherwise the weights are copied.
+        Copy the tokenizer while no other thread uses it: a fast tokenizer changes its own settings per call.
+        """
+        if share_weights:
+            memo = {id(p): nn.Parameter(p.detach(), requires_grad=p.requires_grad) for p in self.backbone.parameters()}
+            backbone = copy.deepcopy(self.backbone, memo)
+        else:
+            backbone = copy.deepcopy(self.backbone)
+        projection = copy.deepcopy(self.projection)
+        return type(self)(self.config, backbone, copy.deepcopy(self.tokenizer), projection=projection,
+                          base_checksum=self.base_checksum)
+
     def with_settings(self, **settings: Any) -> SentenceEncoder:
         """A view with other pooling/normalisation settings that shares the backbone's weights."""
         config = replace(self.config, **settings)
         if config.projection_dim != self.config.projection_dim:
-            raise ValueError("with_settings cannot change projection_dim: the projection has weights")
+            raise ConfigError("with_settings cannot change projection_dim: the projection has weights")
         view = type(self)(config, self.backbone, self.tokenizer, projection=self.projection, base_checksum=self.base_checksum)
-        view._half = self._half  # the same weights: share their half-precision copy too
+        view._half, view._layers = self._half, self._layers  # the same weights: share what was derived from them
         return view
 
     # -- tokens ---------------------------------------------------------------------------
@@ -222,7 +228,7 @@ class SentenceEncoder(nn.Module):
         lengths = [len(x) for x in ids]
         too_long = [i for i, n in enumerate(lengths) if n > self.max_length]
         if too_long and not self.config.truncation:
-            raise ValueError(f"{len(too_long)} input(s) exceed max_length={self.max_length} tokens "
+            raise TextError(f"{len(too_long)} input(s) exceed max_length={self.max_length} tokens "
                              f"(first: index {too_long[0]}, {lengths[too_long[0]]} tokens) and truncation is off")
         if too_long:  # only these are tokenised again, with the tokenizer's own truncation rules
             cut = self.tokenizer([texts[i] for i in too_long], add_special_tokens=True, truncation=True,
@@ -243,11 +249,15 @@ class SentenceEncoder(nn.Module):
             span = slice(width - len(seq), width) if left else slice(0, len(seq))
             input_ids[row, span] = torch.as_tensor(seq, dtype=torch.long)
             attention_mask[row, span] = 1
-        features = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if self._wants_token_type_ids:
-            features["token_type_ids"] = torch.zeros_like(input_ids)
         device = self.device
-        return {k: v.to(device, non_blocking=True) for k, v in features.items()}
+        return self.features(input_ids.to(device, non_blocking=True), attention_mask.to(device, non_blocking=True))
+
+    def features(self, input_ids: Tensor, attention_mask: Tensor) -> dict[str, Tensor]:
+        """The backbone's inputs for (B, T) ids and mask (BERT also takes all-zero token type ids)."""
+        features = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.wants_token_type_ids:
+            features["token_type_ids"] = torch.zeros_like(input_ids)
+        return features
 
     # -- the pipeline -----------------------------------------------------------------------
 
@@ -265,8 +275,8 @@ class SentenceEncoder(nn.Module):
     def can_split(self) -> bool:
         """Whether ``bottom``/``top`` can run this backbone in two parts (BERT-style encoders can)."""
         try:
-            encoder_layers(self.backbone)
-        except ValueError:
+            self.layers
+        except ConfigError:
             return False
         return hasattr(self.backbone, "embeddings") and not getattr(self.backbone.config, "is_decoder", False)
 
@@ -288,9 +298,37 @@ class SentenceEncoder(nn.Module):
         from transformers.masking_utils import create_bidirectional_mask
 
         mask = create_bidirectional_mask(config=self.backbone.config, inputs_embeds=hidden, attention_mask=attention_mask)
-        for layer in encoder_layers(self.backbone)[start:stop]:
+        for layer in self.layers[start:stop]:
             hidden = layer(hidden, mask)
         return hidden
+
+    def frozen_bottom(self) -> int | None:
+        """How many bottom layers are frozen below the first trainable one, i.e. what a cache can cover:
+        all of them when the backbone is frozen; None when the embeddings train or the backbone
+        cannot be run in two parts."""
+        if not any(p.requires_grad for p in self.backbone.parameters()):
+            return len(self.layers)
+        if not self.can_split() or any(p.requires_grad for p in self.backbone.embeddings.parameters()):
+            return None
+        return next(i for i, layer in enumerate(self.layers) if any(p.requires_grad for p in layer.parameters()))
+
+    def bottom_eval(self, num_layers: int) -> None:
+        """Run the embeddings and the bottom ``num_layers`` layers as in inference (no dropout): frozen
+        layers whose outputs a cache holds must behave as they did when it was computed."""
+        if num_layers == len(self.layers):
+            self.backbone.eval()
+            return
+        self.backbone.embeddings.eval()
+        for layer in self.layers[:num_layers]:
+            layer.eval()
+
+    def pad_hidden(self, rows: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """Unpadded (T_i, H) hidden states -> a padded (B, T, H) batch and its (B, T) attention mask."""
+        side = getattr(self.tokenizer, "padding_side", "right")
+        hidden = torch.nn.utils.rnn.pad_sequence(list(rows), batch_first=True, padding_side=side)
+        mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(r), dtype=torch.long, device=r.device) for r in rows],
+                                               batch_first=True, padding_side=side)
+        return hidden, mask
 
     def resolve_precision(self, precision: str) -> str:
         """'auto' -> the fastest mode this hardware keeps within cosine 0.999 of fp32; others are checked."""
@@ -332,13 +370,8 @@ class SentenceEncoder(nn.Module):
             texts = [texts]
         texts = list(texts)
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
-            problem = text_problem(t)
-            if problem:
-                raise ValueError(f"texts[{i}] {problem}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        check_texts(texts)
         precision = self.resolve_precision(precision)
         ids, lengths = self.tokenize(texts) if texts else ([], [])
         truncated = [i for i, n in enumerate(lengths) if n > self.max_length]
@@ -348,18 +381,13 @@ class SentenceEncoder(nn.Module):
         width = self.hidden_size if stage == "pooled" else self.embedding_dim
         out = torch.empty((len(texts), width), dtype=torch.float32, device=self.device)
         order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))  # longest first: memory peaks show early
-        was_training = self.training
-        self.eval()
-        try:
-            with tqdm(total=len(texts), desc="Encoding", unit="text", disable=not show_progress_bar) as bar:
-                for start in range(0, len(order), batch_size):
-                    batch = order[start:start + batch_size]
-                    pooled = self.pooled(self.collate([ids[i] for i in batch]), precision)
-                    emb = pooled if stage == "pooled" else self.project(pooled)
-                    out[torch.as_tensor(batch, device=out.device)] = emb.float()
-                    bar.update(len(batch))
-        finally:
-            self.train(was_training)
+        with eval_mode(self), tqdm(total=len(texts), desc="Encoding", unit="text", disable=not show_progress_bar) as bar:
+            for start in range(0, len(order), batch_size):
+                batch = order[start:start + batch_size]
+                pooled = self.pooled(self.collate([ids[i] for i in batch]), precision)
+                emb = pooled if stage == "pooled" else self.project(pooled)
+                out[torch.as_tensor(batch, device=out.device)] = emb.float()
+                bar.update(len(batch))
         embeddings: np.ndarray | Tensor = out.cpu().numpy() if convert_to == "numpy" else out
         return EncodeResult(embeddings=embeddings, truncated=truncated, num_tokens=lengths, precision=precision)
 

@@ -14,20 +14,21 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from . import folders
+from .card import model_card
+from .config import EXPORT_FORMATS
 from .encoder import quiet_transformers
+from .errors import ConfigError, SentenceLabError
 from .model import MultiTaskModel
+from .runtime import eval_mode
 
-EXPORT_FORMATS: tuple[str, ...] = ("sentence-transformers", "onnx")
 ONNX_FILE = "model.onnx"
 EXPORT_INFO_FILE = "sentence_lab.json"
 
@@ -38,9 +39,11 @@ ST_POOLING = {"mean": "mean", "cls": "cls", "max": "max", "mean_sqrt_len": "mean
 
 def export(model: MultiTaskModel, folder: str | os.PathLike, fmt: str) -> Path:
     """Write ``model`` to ``folder`` in one of EXPORT_FORMATS."""
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"Unknown export format {fmt!r}. Valid formats are: {', '.join(EXPORT_FORMATS)}")
-    return export_sentence_transformers(model, folder) if fmt == "sentence-transformers" else export_onnx(model, folder)
+    writers = {"sentence-lab": model.save, "sentence-transformers": lambda f: export_sentence_transformers(model, f),
+               "onnx": lambda f: export_onnx(model, f)}
+    if fmt not in writers:
+        raise ConfigError(f"Unknown export format {fmt!r}. Valid formats are: {', '.join(EXPORT_FORMATS)}")
+    return Path(writers[fmt](folder))
 
 
 # -- sentence-transformers ----------------------------------------------------------------------
@@ -55,36 +58,35 @@ def export_sentence_transformers(model: MultiTaskModel, folder: str | os.PathLik
     import transformers
 
     encoder = model.encoder
-    with _atomic_dir(folder) as tmp:
+    with folders.write_folder(folder, is_export_folder) as tmp:
         with quiet_transformers():
             encoder.backbone.save_pretrained(tmp, safe_serialization=True)
             encoder.tokenizer.save_pretrained(tmp)
         modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
-        _write_json(tmp / "sentence_bert_config.json", {"max_seq_length": encoder.max_length, "do_lower_case": False})
-        _write_json(tmp / "1_Pooling" / "config.json", {"word_embedding_dimension": encoder.hidden_size,
+        folders.write_json(tmp / "sentence_bert_config.json", {"max_seq_length": encoder.max_length, "do_lower_case": False})
+        folders.write_json(tmp / "1_Pooling" / "config.json", {"word_embedding_dimension": encoder.hidden_size,
                                                         "pooling_mode": ST_POOLING[encoder.config.pooling]})
         if encoder.projection is not None:
             path = f"{len(modules)}_Dense"
-            _write_json(tmp / path / "config.json", {"in_features": encoder.projection.in_features,
+            folders.write_json(tmp / path / "config.json", {"in_features": encoder.projection.in_features,
                                                      "out_features": encoder.projection.out_features,
                                                      "bias": encoder.projection.bias is not None,
                                                      "activation_function": "torch.nn.modules.linear.Identity"})
-            save_file({f"linear.{k}": v.detach().cpu().contiguous() for k, v in encoder.projection.state_dict().items()},
-                      str(tmp / path / "model.safetensors"))
+            folders.save_tensors(folders.flatten({"linear": encoder.projection}), tmp / path / "model.safetensors")
             modules.append({"idx": len(modules), "name": str(len(modules)), "path": path, "type": "sentence_transformers.models.Dense"})
         if encoder.config.normalize:
             (tmp / f"{len(modules)}_Normalize").mkdir()
             modules.append({"idx": len(modules), "name": str(len(modules)), "path": f"{len(modules)}_Normalize",
                             "type": "sentence_transformers.models.Normalize"})
-        _write_json(tmp / "modules.json", modules)
-        _write_json(tmp / "config_sentence_transformers.json", {
+        folders.write_json(tmp / "modules.json", modules)
+        folders.write_json(tmp / "config_sentence_transformers.json", {
             "__version__": {"pytorch": torch.__version__, "transformers": transformers.__version__},
             "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})
-        heads = _head_tensors(model)
+        heads = folders.flatten(model.head_parts(projection=False))  # the projection is the Dense module above
         if heads:
-            save_file(heads, str(tmp / "heads.safetensors"))
-        _write_json(tmp / EXPORT_INFO_FILE, _export_info(model, "sentence-transformers"))
+            folders.save_tensors(heads, tmp / "heads.safetensors")
+        folders.write_json(tmp / EXPORT_INFO_FILE, _export_info(model, "sentence-transformers"))
         _write_card(model, tmp, "sentence-transformers", folder)
     return Path(folder)
 
@@ -106,10 +108,7 @@ class OnnxGraph(nn.Module):
                        (["sentiment"] if model.sentiment_head is not None else [])
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, ...]:
-        features = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if self.model.encoder._wants_token_type_ids:
-            features["token_type_ids"] = torch.zeros_like(input_ids)
-        out = self.model(features)
+        out = self.model(self.model.encoder.features(input_ids, attention_mask))
         result = [out.embeddings]
         if out.logits is not None:
             result.append(torch.softmax(out.logits, dim=-1))
@@ -123,18 +122,17 @@ def export_onnx(model: MultiTaskModel, folder: str | os.PathLike, opset: int = 1
     try:
         import onnx  # noqa: F401  (torch.onnx.export needs it)
     except ImportError:
-        raise RuntimeError("ONNX export needs the onnx package: pip install -r requirements.txt") from None
+        raise SentenceLabError("ONNX export needs the onnx package: pip install -r requirements.txt") from None
     if model.encoder.device.type != "cpu":
         model = copy.deepcopy(model).cpu()  # trace on the CPU without moving a model that others may be using
-    was_training = model.training
-    graph = OnnxGraph(model).eval()
+    graph = OnnxGraph(model)
     # Sentences of different lengths: the example must have padding, or the traced graph would
     # drop the attention mask (transformers skips an all-ones mask).
     example = model.encoder.collate(model.encoder.tokenize(["an example sentence", "a second, longer example sentence"])[0])
     axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}
     axes |= {name: {0: "batch"} for name in graph.outputs}
-    with _atomic_dir(folder) as tmp:
-        with torch.no_grad(), quiet_transformers(), warnings.catch_warnings():
+    with folders.write_folder(folder, is_export_folder) as tmp:
+        with eval_mode(model), torch.no_grad(), quiet_transformers(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer notes on shape checks that hold for every input
             torch.onnx.export(graph, (example["input_ids"], example["attention_mask"]), str(tmp / ONNX_FILE),
                               input_names=["input_ids", "attention_mask"], output_names=graph.outputs,
@@ -142,22 +140,18 @@ def export_onnx(model: MultiTaskModel, folder: str | os.PathLike, opset: int = 1
         with quiet_transformers():
             model.encoder.tokenizer.save_pretrained(tmp)
         _limit_tokenizer(tmp, model.encoder.max_length)
-        _write_json(tmp / EXPORT_INFO_FILE, _export_info(model, "onnx") | {"onnx": {
+        folders.write_json(tmp / EXPORT_INFO_FILE, _export_info(model, "onnx") | {"onnx": {
             "file": ONNX_FILE, "inputs": ["input_ids", "attention_mask"], "outputs": graph.outputs, "opset": opset}})
         _write_card(model, tmp, "onnx", folder)
-    model.train(was_training)
     return Path(folder)
 
 
 # -- shared -------------------------------------------------------------------------------------------
 
 
-def _head_tensors(model: MultiTaskModel) -> dict[str, Tensor]:
-    tensors = {}
-    for prefix, module in (("classifier.", model.classifier), ("sentiment_head.", model.sentiment_head)):
-        if module is not None:
-            tensors |= {prefix + k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    return tensors
+def is_export_folder(folder: Path) -> bool:
+    """Whether ``folder`` is an earlier export (so an export may replace it)."""
+    return (folder / EXPORT_INFO_FILE).is_file()
 
 
 def _export_info(model: MultiTaskModel, fmt: str) -> dict[str, Any]:
@@ -173,14 +167,12 @@ def _export_info(model: MultiTaskModel, fmt: str) -> dict[str, Any]:
         "sentiment_range": list(model.heads_config.sentiment_range) if model.sentiment_head is not None else None,
         "heads": {"classifier": "probabilities = softmax(classifier.weight @ embedding + classifier.bias)",
                   "sentiment_head": "sentiment = clip(sentiment_head.linear.weight @ embedding + bias, *sentiment_range)"},
-        **{k: model.info[k] for k in ("training", "metrics") if k in model.info},
+        **{k: v for k, v in model.record.to_config().items() if k in ("training", "metrics")},
     }
 
 
 def _write_card(model: MultiTaskModel, tmp: Path, fmt: str, folder: str | os.PathLike) -> None:
-    from .card import model_card
-
-    (tmp / "README.md").write_text(model_card(model, fmt, folder=str(folder)))
+    (tmp / "README.md").write_text(model_card(model.facts(), fmt, folder=str(folder)))
 
 
 def _limit_tokenizer(folder: Path, max_length: int) -> None:
@@ -189,33 +181,4 @@ def _limit_tokenizer(folder: Path, max_length: int) -> None:
     if path.is_file():
         config = json.loads(path.read_text())
         config["model_max_length"] = max_length
-        _write_json(path, config)
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2) + "\n")
-
-
-class _atomic_dir:
-    """Write into a temporary folder beside ``folder``; rename it into place only on success."""
-
-    def __init__(self, folder: str | os.PathLike) -> None:
-        self.folder = Path(folder)
-
-    def __enter__(self) -> Path:
-        from .model import check_replaceable
-
-        check_replaceable(self.folder, lambda f: (f / EXPORT_INFO_FILE).is_file())  # only a previous export
-        self.folder.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", dir=self.folder.parent))
-        self.tmp.chmod(0o755)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        from .model import _replace_dir
-
-        _replace_dir(self.tmp, self.folder)
+        folders.write_json(path, config)

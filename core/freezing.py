@@ -12,11 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from .config import FREEZE_PRESETS
-from .encoder import encoder_layers
+from .config import FREEZE_PRESETS, HeadsConfig
+from .encoder import SentenceEncoder, encoder_layers
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .model import MultiTaskModel
+
+__all__ = ["PARTS", "PRESET_HELP", "FreezeReport", "apply_preset", "encoder_layers", "freeze", "freeze_report",
+           "parameter_groups", "preview", "unfreeze", "unfreeze_top_layers"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +77,34 @@ def freeze_report(model: MultiTaskModel) -> FreezeReport:
     for name, module in model_parts(model).items():
         params = list(module.parameters()) if module is not None else []
         parts[name] = (sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
-    layers = encoder_layers(model.encoder.backbone)
+    layers = model.encoder.layers
     open_layers = sum(any(p.requires_grad for p in layer.parameters()) for layer in layers)
     return FreezeReport(parts=parts, open_layers=open_layers, num_layers=len(layers))
+
+
+def preview(encoder: SentenceEncoder, heads: HeadsConfig, preset: str, *, open_layers: int | None = None) -> FreezeReport:
+    """The report ``apply_preset`` would give for ``MultiTaskModel(encoder, heads)``, counted without building it.
+
+    ``open_layers`` n: then ``unfreeze_top_layers(model, n)`` (gradual unfreezing's epoch n + 1).
+    Nothing is changed or copied: a page can show the counts of any choice at once.
+    """
+    if preset not in FREEZE_PRESETS:
+        raise ConfigError(f"Unknown freeze preset {preset!r}. Valid presets are: {', '.join(FREEZE_PRESETS)}")
+    dim, layers = encoder.embedding_dim, encoder.layers
+    sizes = {"encoder": _count(encoder.backbone), "projection": _count(encoder.projection),
+             "classification_head": (dim + 1) * len(heads.class_names),  # (C, D) weight + (C,) bias
+             "sentiment_head": dim + 1 if heads.sentiment else 0}
+    parts = {name: (0 if preset == "all" or preset == name else n, n) for name, n in sizes.items()}
+    n_open = len(layers) if preset not in ("all", "encoder") else 0
+    if open_layers is not None:  # the backbone: frozen but for the top layers (all of it past the top)
+        n_open = min(max(open_layers, 0), len(layers))
+        trainable = sizes["encoder"] if open_layers > len(layers) else sum(_count(x) for x in layers[len(layers) - n_open:])
+        parts["encoder"] = (trainable, sizes["encoder"])
+    return FreezeReport(parts=parts, open_layers=n_open, num_layers=len(layers))
+
+
+def _count(module: nn.Module | None) -> int:
+    return sum(p.numel() for p in module.parameters()) if module is not None else 0
 
 
 def freeze(model: MultiTaskModel, part: str) -> FreezeReport:
@@ -92,14 +121,14 @@ def unfreeze(model: MultiTaskModel, part: str) -> FreezeReport:
 def _part(model: MultiTaskModel, part: str) -> nn.Module | None:
     parts = model_parts(model)
     if part not in parts:
-        raise ValueError(f"Unknown part {part!r}. Valid parts are: {', '.join(PARTS)}")
+        raise ConfigError(f"Unknown part {part!r}. Valid parts are: {', '.join(PARTS)}")
     return parts[part]
 
 
 def apply_preset(model: MultiTaskModel, preset: str) -> FreezeReport:
     """Set what trains by preset name: none, all, encoder, classification_head, sentiment_head."""
     if preset not in FREEZE_PRESETS:
-        raise ValueError(f"Unknown freeze preset {preset!r}. Valid presets are: {', '.join(FREEZE_PRESETS)}")
+        raise ConfigError(f"Unknown freeze preset {preset!r}. Valid presets are: {', '.join(FREEZE_PRESETS)}")
     model.requires_grad_(preset != "all")
     if preset in ("encoder", "classification_head", "sentiment_head"):
         _set(_part(model, preset), False)
@@ -113,8 +142,7 @@ def unfreeze_top_layers(model: MultiTaskModel, n: int) -> FreezeReport:
 
     When ``n`` exceeds the number of layers, the embeddings (and all else) open too.
     """
-    backbone = model.encoder.backbone
-    layers = encoder_layers(backbone)
+    backbone, layers = model.encoder.backbone, model.encoder.layers
     backbone.requires_grad_(n > len(layers))
     for layer in layers[len(layers) - min(n, len(layers)):] if n > 0 else []:
         layer.requires_grad_(True)
@@ -139,8 +167,7 @@ def parameter_groups(
     """
     head_lr, top_lr = learning_rate, encoder_learning_rate or learning_rate
     decay = layer_lr_decay or 1.0
-    backbone = model.encoder.backbone
-    layers = encoder_layers(backbone)
+    backbone, layers = model.encoder.backbone, model.encoder.layers
     depth = {id(p): i for i, layer in enumerate(layers) for p in layer.parameters()}  # 0 = bottom layer
     rates: dict[int, float] = {}
     for p in backbone.parameters():

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import ConfigError
+
 IGNORE_LABEL = -100  # a row without a class label
 # a row without a sentiment target carries NaN
 
@@ -38,7 +40,7 @@ class MultiTaskLoss(nn.Module):
         super().__init__()
         unknown = sorted(set(weights or {}) - {"classification", "sentiment"})
         if unknown:
-            raise ValueError(f"Unknown task weight(s) {unknown}. Valid tasks are: classification, sentiment")
+            raise ConfigError(f"Unknown task weight(s) {unknown}. Valid tasks are: classification, sentiment")
         self.weights = {"classification": 1.0, "sentiment": 1.0} | (weights or {})
 
     def forward(self, logits: Tensor | None, sentiment: Tensor | None, labels: Tensor, targets: Tensor) -> LossOutput:

@@ -72,3 +72,9 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = np.asarray(a, float), np.asarray(b, float)
     denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     return (a * b).sum(axis=1) / np.clip(denom, 1e-12, None)
+
+
+def ranked_pairs(scores: np.ndarray) -> list[tuple[float, int, int]]:
+    """Every pair (i < j) of an (N, N) similarity matrix as (score, i, j), most similar first."""
+    n = len(scores)
+    return sorted(((float(scores[i, j]), i, j) for i in range(n) for j in range(i + 1, n)), reverse=True)

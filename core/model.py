@@ -1,28 +1,31 @@
 """MultiTaskModel: one shared SentenceEncoder feeding a topic head and a sentiment head.
 
 Saved as a folder: ``config.json`` + ``heads.safetensors`` (+ ``encoder/`` when the encoder's
-weights changed). With the encoder untouched, the folder references the base model by name
-and checksum instead of copying it. Nothing is ever unpickled.
+weights changed) + a README.md model card. With the encoder untouched, the folder references the
+base model by name and checksum instead of copying it. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from . import folders
+from .card import ModelFacts, model_card
 from .config import DEFAULT_MODEL, TASKS, EncoderConfig, HeadsConfig
-from .encoder import SentenceEncoder, load_backbone, quiet_transformers, state_checksum
+from .encoder import SentenceEncoder, load_backbone, quiet_transformers
+from .errors import ConfigError, MissingFileError, ModelFolderError
+from .outputs import MultiTaskOutput, Prediction
+from .record import RECORD_KEYS, TrainingRecord
+from .runtime import eval_mode, seed_everything
+from .version import __version__
+
+__all__ = ["MultiTaskModel", "MultiTaskOutput", "Prediction", "ModelFolderError", "ClassificationHead", "SentimentHead"]
 
 FORMAT_NAME = "sentence-lab"
 FORMAT_VERSION = 1
@@ -30,14 +33,19 @@ CONFIG_FILE = "config.json"
 HEADS_FILE = "heads.safetensors"
 CARD_FILE = "README.md"
 ENCODER_DIR = "encoder"
-# Weight formats that can carry pickled Python objects, i.e. code that runs on load. A folder holding
-# one is refused outright, even beside safetensors: it is not what we saved, so it may be tampered with.
-PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill", ".npy", ".npz"})
-MAX_CONFIG_BYTES = 10_000_000  # a config.json is a few KB; a hostile one must not make us parse gigabytes
 
 
-class ModelFolderError(ValueError):
-    """A folder that cannot be loaded as a Sentence Lab model: unsafe, tampered with, or inconsistent."""
+class TaskData(Protocol):
+    """What ``MultiTaskModel.for_data`` reads of a data set (a MultiTaskDataset has it)."""
+
+    @property
+    def class_names(self) -> list[str]: ...
+
+    @property
+    def tasks(self) -> tuple[str, ...]: ...
+
+    @property
+    def sentiment_range(self) -> tuple[float, float]: ...
 
 
 class ClassificationHead(nn.Module):
@@ -65,35 +73,6 @@ class SentimentHead(nn.Module):
         return self.linear(self.dropout(embeddings)).squeeze(-1)
 
 
-@dataclass
-class MultiTaskOutput:
-    """What ``MultiTaskModel.forward`` returns.
-
-    Attributes:
-        embeddings: (B, D) sentence embeddings the heads saw.
-        logits: (B, C) class logits, or None when classification was not asked for.
-        sentiment: (B,) raw sentiment scores, or None when sentiment was not asked for.
-    """
-
-    embeddings: Tensor
-    logits: Tensor | None = None
-    sentiment: Tensor | None = None
-
-
-@dataclass
-class Prediction:
-    """One text's answer: class probabilities, the top class, and the sentiment on the model's scale."""
-
-    text: str
-    label: str | None
-    probabilities: dict[str, float] = field(default_factory=dict)
-    sentiment: float | None = None
-    truncated: bool = False  # the text was longer than the encoder's max_length: only its start was read
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class MultiTaskModel(nn.Module):
     """Encoder + classification head + sentiment head.
 
@@ -110,7 +89,7 @@ class MultiTaskModel(nn.Module):
         self.classifier = ClassificationHead(dim, len(cfg.class_names), cfg.dropout) if cfg.class_names else None
         centre = sum(cfg.sentiment_range) / 2
         self.sentiment_head = SentimentHead(dim, cfg.dropout, centre) if cfg.sentiment else None
-        self.info: dict[str, Any] = {}  # training settings, data and metrics: saved into config.json
+        self.record = TrainingRecord()  # how it was trained and what it scored: saved into config.json
 
     @classmethod
     def from_pretrained(
@@ -129,6 +108,24 @@ class MultiTaskModel(nn.Module):
         encoder = SentenceEncoder.from_pretrained(model_name, **encoder_settings)
         model = cls(encoder, heads)
         return model.to(device) if device is not None else model
+
+    @classmethod
+    def for_data(cls, data: TaskData, encoder: SentenceEncoder, *, sentiment_range: tuple[float, float] | None = None,
+                 seed: int | None = None) -> MultiTaskModel:
+        """Fresh heads that fit ``data`` on ``encoder``: a topic head over its classes, a sentiment head
+        when it has sentiment values, reporting on ``sentiment_range`` (default: the data's own scale).
+
+        ``seed`` seeds the heads' first weights (a run's seed); None leaves the generators alone.
+        """
+        if seed is not None:
+            seed_everything(seed)
+        return cls(encoder, cls.heads_for(data, sentiment_range=sentiment_range))
+
+    @staticmethod
+    def heads_for(data: TaskData, *, sentiment_range: tuple[float, float] | None = None) -> HeadsConfig:
+        """The heads ``for_data`` builds: ``data``'s classes, and sentiment when it has values."""
+        return HeadsConfig(class_names=data.class_names, sentiment="sentiment" in data.tasks,
+                           sentiment_range=sentiment_range or data.sentiment_range)
 
     @property
     def class_names(self) -> list[str]:
@@ -157,7 +154,7 @@ class MultiTaskModel(nn.Module):
         tasks = self.tasks if tasks is None else tuple(tasks)
         for task in tasks:
             if task not in self.tasks:
-                raise ValueError(f"This model has no {task!r} head. Its tasks are: {', '.join(self.tasks) or 'none'}")
+                raise ConfigError(f"This model has no {task!r} head. Its tasks are: {', '.join(self.tasks) or 'none'}")
         if (features is None) == (pooled is None):
             raise ValueError("Pass exactly one of features or pooled")
         if pooled is None:
@@ -188,12 +185,8 @@ class MultiTaskModel(nn.Module):
         """``predict_tensors`` and the indices of the texts that were truncated."""
         result = self.encoder.embed(texts, batch_size=batch_size, convert_to="tensor", stage="pooled",
                                     show_progress_bar=show_progress_bar, precision=precision)
-        was_training = self.training
-        self.eval()
-        try:
+        with eval_mode(self):
             return self(pooled=result.embeddings), result.truncated
-        finally:
-            self.train(was_training)
 
     def predict(self, texts: str | Sequence[str], batch_size: int = 32, show_progress_bar: bool = False,
                 precision: str = "fp32") -> list[Prediction]:
@@ -223,52 +216,51 @@ class MultiTaskModel(nn.Module):
 
     # -- saving and loading ----------------------------------------------------------------
 
+    def head_parts(self, *, projection: bool = True) -> dict[str, nn.Module | None]:
+        """The small trained parts beside the encoder, by the name their tensors are saved under."""
+        parts: dict[str, nn.Module | None] = {"classifier": self.classifier, "sentiment_head": self.sentiment_head}
+        return parts | {"projection": self.encoder.projection} if projection else parts
+
     def encoder_is_pretrained(self) -> bool:
         """True while the backbone still holds exactly the pretrained weights it was loaded with."""
-        return self.encoder.base_checksum is not None and state_checksum(self.encoder.backbone) == self.encoder.base_checksum
+        return self.encoder.is_pretrained()
+
+    def facts(self) -> ModelFacts:
+        """What a model card says about this model."""
+        return ModelFacts(encoder=self.encoder.config, max_length=self.encoder.max_length,
+                          embedding_dim=self.encoder.embedding_dim, encoder_pretrained=self.encoder_is_pretrained(),
+                          class_names=self.class_names if self.classifier is not None else [],
+                          sentiment_range=self.heads_config.sentiment_range if self.sentiment_head is not None else None,
+                          record=self.record)
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write config.json + heads.safetensors (+ encoder/ if its weights changed), atomically.
+        """Write config.json + heads.safetensors (+ encoder/ if its weights changed) + README.md, atomically.
 
         The folder is written beside its destination and renamed into place, so an interrupted
-        save never leaves a half-written model.
+        save never leaves a half-written model; it replaces only an earlier save or an empty folder.
         """
         import transformers
 
         folder = Path(folder)
-        check_replaceable(folder, lambda f: _is_model_folder(f))
-        folder.parent.mkdir(parents=True, exist_ok=True)
         store_encoder = not self.encoder_is_pretrained()
-        encoder_config = asdict(self.encoder.config) | {"max_length": self.encoder.max_length}
         config = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
-            "encoder": encoder_config,
+            "encoder": self.encoder.config.to_dict() | {"max_length": self.encoder.max_length},
             "heads": self.heads_config.to_dict(),
             "encoder_weights": "stored" if store_encoder else "base",
             "base_encoder": {"name": self.encoder.config.model_name, "checksum": self.encoder.base_checksum},
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "sentence_lab": _version()},
-            **self.info,
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "sentence_lab": __version__},
+            **self.record.to_config(),
         }
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; a saved model is an ordinary folder
-        try:
-            tensors = {f"classifier.{k}": v for k, v in self.classifier.state_dict().items()} if self.classifier else {}
-            if self.sentiment_head is not None:
-                tensors |= {f"sentiment_head.{k}": v for k, v in self.sentiment_head.state_dict().items()}
-            if self.encoder.projection is not None:
-                tensors |= {f"projection.{k}": v for k, v in self.encoder.projection.state_dict().items()}
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / HEADS_FILE))
+        with folders.write_folder(folder, is_model_folder) as tmp:
+            folders.save_tensors(folders.flatten(self.head_parts()), tmp / HEADS_FILE)
             if store_encoder:
                 with quiet_transformers():
                     self.encoder.backbone.save_pretrained(tmp / ENCODER_DIR, safe_serialization=True)
                     self.encoder.tokenizer.save_pretrained(tmp / ENCODER_DIR)
-            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=_json_default) + "\n")
-            (tmp / CARD_FILE).write_text(model_card(self, "sentence-lab", folder=str(folder)))
-            _replace_dir(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            folders.write_json(tmp / CONFIG_FILE, config)
+            (tmp / CARD_FILE).write_text(model_card(self.facts(), "sentence-lab", folder=str(folder)))
         return folder
 
     @classmethod
@@ -281,8 +273,8 @@ class MultiTaskModel(nn.Module):
         """
         folder = Path(folder)
         config = read_model_config(folder)
-        check_model_files(folder)
-        tensors = read_safetensors(folder / HEADS_FILE)  # before the encoder: a broken file fails fast
+        folders.check_files(folder)
+        tensors = folders.read_tensors(folder / HEADS_FILE)  # before the encoder: a broken file fails fast
         encoder_config, heads_config = (_section(folder, config, key, kind)
                                         for key, kind in (("encoder", EncoderConfig), ("heads", HeadsConfig)))
         if config["encoder_weights"] == "stored":
@@ -300,34 +292,23 @@ class MultiTaskModel(nn.Module):
                     f"({base['checksum'][:12]}…)"
                 )
         model = cls(encoder, heads_config)
-        parts = {"classifier.": model.classifier, "sentiment_head.": model.sentiment_head,
-                 "projection.": model.encoder.projection}
-        expected = {prefix + k: v for prefix, module in parts.items() if module is not None
-                    for k, v in module.state_dict().items()}
-        check_heads(folder / HEADS_FILE, tensors, expected)
-        for prefix, module in parts.items():
-            if module is not None:
-                module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-        reserved = {"format", "format_version", "encoder", "heads", "encoder_weights", "base_encoder", "versions"}
-        model.info = {k: v for k, v in config.items() if k not in reserved}
+        folders.load_parts(folder / HEADS_FILE, tensors, model.head_parts(), CONFIG_FILE)
+        model.record = TrainingRecord.from_config({k: v for k, v in config.items() if k in RECORD_KEYS})
         model.eval()
         return model.to(device) if device is not None else model
+
+
+def is_model_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a saved Sentence Lab model (so a save may replace it)."""
+    return folders.has_json(folder, CONFIG_FILE, format=FORMAT_NAME)
 
 
 def read_model_config(folder: Path) -> dict[str, Any]:
     """config.json of a saved model, with a clear error for anything that is not one we wrote."""
     path = folder / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a saved Sentence Lab model: {CONFIG_FILE} is missing")
-    if path.is_symlink():
-        raise ModelFolderError(f"{path} is a symbolic link; a model folder must hold its own files")
-    if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise ModelFolderError(f"{path} is {path.stat().st_size:,} bytes; a model config is a few KB")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
-        raise ModelFolderError(f"{path} is not valid JSON: {reason}") from None
+        raise MissingFileError(f"{folder} is not a saved Sentence Lab model: {CONFIG_FILE} is missing")
+    config = folders.read_json(path, "model config")
     if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
         raise ModelFolderError(f"{path} is not a Sentence Lab model config (format must be {FORMAT_NAME!r})")
     if config.get("format_version") != FORMAT_VERSION:
@@ -343,52 +324,8 @@ def read_model_config(folder: Path) -> dict[str, Any]:
             isinstance(base.get("name"), str) and base["name"].strip() and isinstance(base.get("checksum"), str)):
         raise ModelFolderError(f"{path}: base_encoder needs a 'name' and the 'checksum' of the weights it refers to")
     if not (folder / HEADS_FILE).is_file():
-        raise FileNotFoundError(f"{folder}: {HEADS_FILE} is missing")
+        raise MissingFileError(f"{folder}: {HEADS_FILE} is missing")
     return config
-
-
-def check_model_files(folder: Path) -> None:
-    """Refuse a folder holding pickle-format files or symbolic links, anywhere inside it."""
-    pickles, links = [], []
-    for root, dirs, files in os.walk(folder):  # does not follow links to folders
-        for name in dirs + files:
-            path = Path(root) / name
-            relative = str(path.relative_to(folder))
-            if path.is_symlink():
-                links.append(relative)
-            elif name in files and path.suffix.lower() in PICKLE_SUFFIXES:
-                pickles.append(relative)
-    if pickles:
-        raise ModelFolderError(
-            f"{folder}: refusing to load a folder with pickle files ({', '.join(sorted(pickles)[:5])}): they can run "
-            "code when opened. Sentence Lab loads only safetensors and JSON; remove them or save the weights as safetensors")
-    if links:
-        raise ModelFolderError(f"{folder}: refusing to follow symbolic links ({', '.join(sorted(links)[:5])}); "
-                               "a model folder must hold its own files")
-
-
-def read_safetensors(path: Path) -> dict[str, Tensor]:
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFolderError(f"{path} is not a readable safetensors file ({exc})") from None
-
-
-def check_heads(path: Path, tensors: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
-    """The saved head tensors against those the config's heads need: names, shapes, finite values."""
-    problems = [f"{k} is missing" for k in sorted(set(expected) - set(tensors))]
-    problems += [f"{k} is not part of this model" for k in sorted(set(tensors) - set(expected))]
-    for name in sorted(set(expected) & set(tensors)):
-        tensor, want = tensors[name], expected[name]
-        if tensor.shape != want.shape:
-            problems.append(f"{name} has shape {tuple(tensor.shape)}, expected {tuple(want.shape)}")
-        elif not tensor.is_floating_point():
-            problems.append(f"{name} holds {tensor.dtype}, expected floating-point weights")
-        elif not torch.isfinite(tensor).all():
-            problems.append(f"{name} holds NaN or infinite values")
-    if problems:
-        raise ModelFolderError(f"{path} does not match {CONFIG_FILE} (edited, or from another model?): "
-                               + "; ".join(problems[:5]))
 
 
 def _section(folder: Path, config: dict[str, Any], key: str, kind: type) -> Any:
@@ -409,53 +346,3 @@ def _load_encoder(folder: Path, name: str, what: str) -> tuple[nn.Module, Any]:
         reason = " ".join(str(exc).split())[:300]
         raise ModelFolderError(f"{folder}: cannot load {what} from this machine (loading a model never downloads "
                                f"or runs code): {reason}") from None
-
-
-def check_replaceable(folder: Path, is_ours) -> None:
-    """Saving replaces ``folder`` whole: allowed only for a missing or empty folder or one of ours
-    (``is_ours(folder)``), never for a file or someone's other folder (``--out ~`` must not wipe a home)."""
-    if not folder.exists() and not folder.is_symlink():
-        return
-    if folder.is_symlink() or not folder.is_dir():
-        raise FileExistsError(f"{folder} exists and is not a folder: choose another place to save to")
-    if any(folder.iterdir()) and not is_ours(folder):
-        raise FileExistsError(f"{folder} exists and is not a saved Sentence Lab model: refusing to replace it "
-                              f"(choose a new or empty folder)")
-
-
-def _is_model_folder(folder: Path) -> bool:
-    try:
-        return json.loads((folder / CONFIG_FILE).read_text()).get("format") == FORMAT_NAME
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _replace_dir(new: Path, dest: Path) -> None:
-    """Move ``new`` to ``dest``; an existing ``dest`` is swapped out only once ``new`` is complete."""
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-        os.replace(new, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, dest)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
-def model_card(model: MultiTaskModel, fmt: str, folder: str) -> str:
-    from .card import model_card as card
-
-    return card(model, fmt, folder)

@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 if TYPE_CHECKING:
-    from .model import Prediction
+    from .outputs import Prediction
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from .config import POOLING_MODES
+from .errors import ConfigError
 
 
 def _mask(token_embeddings: Tensor, attention_mask: Tensor) -> Tensor:
@@ -72,5 +73,5 @@ def pool(token_embeddings: Tensor, attention_mask: Tensor, mode: str) -> Tensor:
     try:
         fn = POOLING_FUNCTIONS[mode]
     except KeyError:
-        raise ValueError(f"Unknown pooling mode {mode!r}. Valid pooling modes are: {', '.join(POOLING_MODES)}") from None
+        raise ConfigError(f"Unknown pooling mode {mode!r}. Valid pooling modes are: {', '.join(POOLING_MODES)}") from None
     return fn(token_embeddings, attention_mask)

@@ -16,6 +16,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
@@ -50,9 +52,9 @@ def fast_precision(device: torch.device) -> str:
 
 def check_precision(precision: str, device: torch.device) -> None:
     if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}. Valid precisions are: {', '.join(PRECISIONS)}")
+        raise ConfigError(f"Unknown precision {precision!r}. Valid precisions are: {', '.join(PRECISIONS)}")
     if precision != "auto" and not supported(precision, device):
-        raise ValueError(f"precision {precision!r} is not supported on {device} here; "
+        raise ConfigError(f"precision {precision!r} is not supported on {device} here; "
                          f"use 'fp32' or 'auto' (which picks {fast_precision(device)!r})")
 
 

@@ -9,31 +9,51 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol
 
-import numpy as np
 import torch
 
+from .cache import TrainingInputs
 from .config import TrainingConfig
 from .data import MultiTaskDataset
-from .encoder import encoder_layers
+from .errors import ConfigError
 from .freezing import FreezeReport, apply_preset, freeze_report, parameter_groups, unfreeze_top_layers
 from .losses import IGNORE_LABEL, MultiTaskLoss
 from .metrics import classification_metrics, regression_metrics
 from .model import MultiTaskModel
+from .record import TrainingRecord
+from .runtime import eval_mode, resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
-
-# Gradual unfreezing caches the hidden states at the coming epochs' boundaries in one pass, up to this many bytes.
-PREFETCH_BYTES = 4 * 1024**3
 
 
 class StopFlag(Protocol):
     def is_set(self) -> bool: ...
+
+
+class Deadline:
+    """A stop flag that is also set once ``seconds`` have passed since it was made (a host's time limit).
+
+    ``stop``: another flag (the Stop button's) that ends the run too. ``expired`` tells the two apart.
+    """
+
+    def __init__(self, seconds: float, stop: StopFlag | None = None) -> None:
+        self.seconds, self.stop = seconds, stop
+        self.started = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def expired(self) -> bool:
+        return self.elapsed > self.seconds
+
+    def is_set(self) -> bool:
+        return self.expired or (self.stop is not None and self.stop.is_set())
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -104,19 +124,6 @@ Event = StartEvent | StepEvent | EpochEvent | ValidationEvent | DoneEvent
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def seed_everything(seed: int) -> None:
-    """One call for reproducibility: Python, numpy and torch generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def warmup_linear_decay(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -125,122 +132,8 @@ def warmup_linear_decay(warmup_steps: int, total_steps: int) -> Callable[[int], 
     return factor
 
 
-class _Inputs:
-    """A dataset on the device as the loop needs it: targets, plus what each step starts from.
-
-    A step starts from as high up the encoder as its frozen part allows (``set_frozen``):
-    cached pooled vectors when the whole encoder is frozen; cached hidden states below the
-    first trainable layer when only the bottom is frozen (gradual unfreezing: the frozen
-    bottom runs in one caching pass, the open top every step); token ids when the embeddings train.
-    """
-
-    def __init__(self, model: MultiTaskModel, data: MultiTaskDataset, batch_size: int) -> None:
-        self.model, self.texts, self.batch_size = model, data.texts, max(batch_size, 64)
-        device = model.encoder.device
-        self.labels = data.label_ids(model.class_names).to(device)  # (N,)
-        self.targets = data.sentiment_targets().to(device)  # (N,)
-        self._ids: list[list[int]] | None = None
-        self.frozen_layers: int | None = None  # layers below the cache; None: no cache
-        self.pooled: torch.Tensor | None = None  # (N, H) when the whole encoder is frozen
-        self.hidden: list[torch.Tensor] | None = None  # N x (T_i, H) when only the bottom is
-        self._later: dict[int, list[torch.Tensor]] = {}  # hidden states at the boundaries coming epochs will use
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @property
-    def ids(self) -> list[list[int]]:
-        if self._ids is None:
-            self._ids, _ = self.model.encoder.tokenize(self.texts)  # once, when a step or the cache first needs them
-        return self._ids
-
-    def set_frozen(self, frozen_layers: int | None, coming: Sequence[int] = ()) -> None:
-        """(Re)build the cache for an encoder whose embeddings and bottom ``frozen_layers`` layers are frozen.
-
-        ``coming``: lower boundaries that later epochs will ask for (gradual unfreezing opens one
-        more layer each epoch). As many as fit in PREFETCH_BYTES are cached in the same pass, so
-        the frozen bottom runs once in all rather than once per epoch.
-        """
-        if frozen_layers == self.frozen_layers:
-            return
-        encoder = self.model.encoder
-        self.frozen_layers, self.pooled, self.hidden = frozen_layers, None, None
-        self._later = {b: v for b, v in self._later.items() if frozen_layers is not None and b <= frozen_layers}
-        if frozen_layers is None:
-            return
-        if frozen_layers == len(encoder_layers(encoder.backbone)):
-            self.pooled = encoder.embed(self.texts, batch_size=self.batch_size, convert_to="tensor", stage="pooled").embeddings
-        elif frozen_layers in self._later:
-            self.hidden = self._later.pop(frozen_layers)
-        else:
-            per_boundary = sum(len(x) for x in self.ids) * encoder.hidden_size * 4  # float32 hidden states
-            extra = [b for b in coming if b < frozen_layers][:max(0, PREFETCH_BYTES // per_boundary - 1)]
-            self._later = _hidden_states(encoder, self.ids, [frozen_layers, *extra], self.batch_size)
-            self.hidden = self._later.pop(frozen_layers)
-
-    def forward(self, index: torch.Tensor, tasks: tuple[str, ...]):
-        if self.pooled is not None:
-            return self.model(pooled=self.pooled[index.to(self.pooled.device)], tasks=tasks)
-        if self.hidden is not None:
-            encoder = self.model.encoder
-            rows = [self.hidden[i] for i in index.tolist()]
-            side = getattr(encoder.tokenizer, "padding_side", "right")
-            hidden = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_side=side)  # (B, T, H)
-            mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(r), dtype=torch.long, device=r.device) for r in rows],
-                                                   batch_first=True, padding_side=side)
-            return self.model(pooled=encoder.top(hidden, mask, self.frozen_layers), tasks=tasks)
-        return self.model(self.model.encoder.collate([self.ids[i] for i in index.tolist()]), tasks=tasks)
-
-
-@torch.no_grad()
-def _hidden_states(encoder, ids: list[list[int]], boundaries: Sequence[int], batch_size: int) -> dict[int, list[torch.Tensor]]:
-    """Each text's hidden states after the embeddings and ``b`` layers, for every b in ``boundaries``,
-    in one pass up the stack; unpadded, (T_i, H) per text."""
-    bounds = sorted(set(boundaries))
-    was_training = encoder.training
-    encoder.eval()
-    out: dict[int, list[torch.Tensor]] = {b: [torch.empty(0)] * len(ids) for b in bounds}
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch: little padding
-    try:
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            features = encoder.collate([ids[i] for i in batch])
-            mask = features["attention_mask"]
-            hidden, at = encoder.bottom(features, bounds[0]), bounds[0]
-            for b in bounds:
-                if b > at:
-                    hidden, at = encoder.run_layers(hidden, mask, at, b), b  # on from the last boundary
-                for row, i in enumerate(batch):
-                    out[b][i] = hidden[row][mask[row].bool()].clone()
-    finally:
-        encoder.train(was_training)
-    return out
-
-
-def _frozen_bottom(model: MultiTaskModel) -> int | None:
-    """How many bottom layers a cache can cover: all of them when the encoder is frozen, the
-    frozen ones below the first trainable layer otherwise; None when the embeddings train or
-    the backbone cannot be run in two parts."""
-    backbone = model.encoder.backbone
-    layers = encoder_layers(backbone)
-    if not any(p.requires_grad for p in backbone.parameters()):
-        return len(layers)
-    if not model.encoder.can_split() or any(p.requires_grad for p in backbone.embeddings.parameters()):
-        return None
-    return next(i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters()))
-
-
-def _freeze_modes(model: MultiTaskModel, frozen_layers: int | None) -> None:
-    """Frozen bottom layers run as in inference (no dropout), as the cache computed them."""
-    backbone = model.encoder.backbone
-    if frozen_layers is None:
-        return
-    if frozen_layers == len(encoder_layers(backbone)):
-        backbone.eval()
-        return
-    backbone.embeddings.eval()
-    for layer in encoder_layers(backbone)[:frozen_layers]:
-        layer.eval()
+def _inputs(model: MultiTaskModel, data: MultiTaskDataset, batch_size: int) -> TrainingInputs:
+    return TrainingInputs(model, data.texts, data.label_ids(model.class_names), data.sentiment_targets(), batch_size)
 
 
 def _rows_with_targets(data: MultiTaskDataset, tasks: tuple[str, ...]) -> MultiTaskDataset:
@@ -256,19 +149,15 @@ def _batch_tasks(tasks: tuple[str, ...], labels: torch.Tensor, targets: torch.Te
 
 
 @torch.no_grad()
-def _validate(model: MultiTaskModel, inputs: _Inputs, tasks: tuple[str, ...], loss_fn: MultiTaskLoss,
+def _validate(model: MultiTaskModel, inputs: TrainingInputs, tasks: tuple[str, ...], loss_fn: MultiTaskLoss,
               batch_size: int) -> tuple[float, dict[str, float], dict[str, float]]:
-    was_training = model.training
-    model.eval()
     logits, scores = [], []
-    try:
+    with eval_mode(model):
         for start in range(0, len(inputs), batch_size):
             index = torch.arange(start, min(start + batch_size, len(inputs)))
             out = inputs.forward(index, tasks)
             logits.append(out.logits)
             scores.append(out.sentiment)
-    finally:
-        model.train(was_training)
     logits_all = torch.cat(logits) if "classification" in tasks else None
     scores_all = torch.cat(scores) if "sentiment" in tasks else None
     loss = loss_fn(logits_all, scores_all, inputs.labels, inputs.targets)
@@ -331,7 +220,7 @@ def train(
 
     tasks = tuple(t for t in train_data.tasks if t in model.tasks and config.task_weights[t] > 0)
     if not tasks:
-        raise ValueError(f"Nothing to learn: the data has targets for {list(train_data.tasks) or 'no task'}, "
+        raise ConfigError(f"Nothing to learn: the data has targets for {list(train_data.tasks) or 'no task'}, "
                          f"the model has heads for {list(model.tasks)}, task weights {config.task_weights}")
     # Rows with no target for a task being learned (e.g. topic rows when the topic weight is 0) carry nothing.
     train_data = _rows_with_targets(train_data, tasks)
@@ -339,11 +228,11 @@ def train(
     # Gradual unfreezing starts from the frozen encoder and opens one more top layer each epoch.
     report = apply_preset(model, "encoder" if config.gradual_unfreeze else config.freeze)
     if report.trainable == 0:
-        raise ValueError(f"Nothing to train: freeze preset {config.freeze!r} freezes every parameter")
+        raise ConfigError(f"Nothing to train: freeze preset {config.freeze!r} freezes every parameter")
 
-    train_inputs = _Inputs(model, train_data, config.batch_size)
-    val_inputs = _Inputs(model, val_data, config.batch_size) if val_data is not None and len(val_data) else None
-    frozen_layers = _frozen_bottom(model)
+    train_inputs = _inputs(model, train_data, config.batch_size)
+    val_inputs = _inputs(model, val_data, config.batch_size) if val_data is not None and len(val_data) else None
+    frozen_layers = model.encoder.frozen_bottom()
     val_tasks = tuple(t for t in tasks if val_data is not None and t in val_data.tasks)
 
     optimizer = torch.optim.AdamW(parameter_groups(model, config.learning_rate, encoder_learning_rate=config.encoder_learning_rate,
@@ -366,14 +255,15 @@ def train(
     for epoch in range(config.epochs):
         if config.gradual_unfreeze and epoch > 0:
             report = unfreeze_top_layers(model, epoch)
-            frozen_layers = _frozen_bottom(model)
-        num_layers = len(encoder_layers(model.encoder.backbone))
+            frozen_layers = model.encoder.frozen_bottom()
+        num_layers = len(model.encoder.layers)
         coming = [num_layers - e for e in range(epoch + 1, config.epochs) if config.gradual_unfreeze and e <= num_layers]
         for inputs in (train_inputs, val_inputs):
             if inputs is not None:  # runs the frozen bottom (for this epoch and, memory allowing, the coming ones)
                 inputs.set_frozen(frozen_layers if config.cache_embeddings else None, coming)
         model.train()
-        _freeze_modes(model, frozen_layers)
+        if frozen_layers is not None:
+            model.encoder.bottom_eval(frozen_layers)  # frozen layers run as the cache saw them: no dropout
         sums: dict[str, float] = {}
         steps = 0
         for step, index in enumerate(torch.randperm(len(train_data), generator=generator).split(config.batch_size), 1):
@@ -429,11 +319,10 @@ def train(
     result = TrainResult(history=history, best_epoch=best_epoch, best_metrics=best_metrics, stopped=stopped,
                          stopped_early=stopped_early, steps=global_step, seconds=time.perf_counter() - started,
                          freeze=freeze_report(model))
-    model.info["training"] = {"config": config.to_dict(), "data": {"train": train_data.summary(),
-                              "validation": val_data.summary() if val_data is not None else None},
-                              "best_epoch": best_epoch, "stopped": stopped, "steps": global_step,
-                              "seconds": round(result.seconds, 2)}
-    model.info["metrics"] = {"validation": best_metrics} if best_metrics else model.info.get("metrics", {})
+    model.record = TrainingRecord(
+        config=config, train_data=train_data.summary(), validation_data=val_data.summary() if val_data is not None else None,
+        files=model.record.files, epochs_run=len(history), best_epoch=best_epoch, stopped=stopped, steps=global_step,
+        seconds=result.seconds, metrics={"validation": best_metrics} if best_metrics else model.record.metrics)
     yield DoneEvent(result)
 
 

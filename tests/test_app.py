@@ -26,6 +26,8 @@ from core.model import Prediction
 from tests.app_server import (AG_NEWS, SENTENCES, TRAIN_DEFAULTS, classify, figure, heatmap_scores, running_app,
                               train_args, wait_for)
 
+pytestmark = pytest.mark.app
+
 MAX_EPOCHS = 150  # set through the environment, as a host would
 
 
@@ -207,14 +209,16 @@ def test_bad_settings_and_data_are_clear_errors_and_the_app_keeps_serving(client
 
 def test_a_host_bounds_runs_through_environment_variables(monkeypatch):
     import app  # importing the app builds nothing and starts no server
+    from ui.state import Limits
 
+    assert app.Limits is Limits
     monkeypatch.setenv("SENTENCE_LAB_MAX_EPOCHS", "7")
     monkeypatch.setenv("SENTENCE_LAB_MAX_SECONDS", "2.5")
-    limits = app.Limits.from_env()
-    assert (limits.max_epochs, limits.max_seconds, limits.max_rows) == (7, 2.5, app.Limits.max_rows)
+    limits = Limits.from_env()
+    assert (limits.max_epochs, limits.max_seconds, limits.max_rows) == (7, 2.5, Limits.max_rows)
     monkeypatch.setenv("SENTENCE_LAB_MAX_ROWS", "lots")
     with pytest.raises(ValueError, match="SENTENCE_LAB_MAX_ROWS='lots' is not a whole number"):
-        app.Limits.from_env()
+        Limits.from_env()
 
 
 def test_core_never_imports_gradio():

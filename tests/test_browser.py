@@ -17,6 +17,8 @@ import pytest
 
 from tests.app_server import ARTIFACTS, ROOT, running_app
 
+pytestmark = [pytest.mark.app, pytest.mark.browser]
+
 CHROMIUM = Path("/usr/bin/chromium")
 REQUIRE_BROWSER_ENV = "SENTENCE_LAB_REQUIRE_BROWSER"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

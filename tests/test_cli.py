@@ -33,6 +33,7 @@ def test_help_lists_subcommands():
         assert command in out
 
 
+@pytest.mark.slow
 def test_embed_json(real_encoder):
     result = run_json("embed", "text one", "text two")
     vectors = np.array(result["embeddings"])
@@ -51,6 +52,7 @@ def trained_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_predict_evaluate(trained_dir, tmp_path):
     predictions = run_json("predict", "--model", trained_dir, "The goalkeeper was an utter disaster in the cup final.", "Investors")
     assert len(predictions) == 2
@@ -73,6 +75,7 @@ def test_train_predict_evaluate(trained_dir, tmp_path):
     assert "accuracy" in metrics and "mse" not in metrics  # a task with no rows is left out
 
 
+@pytest.mark.slow
 def test_errors_are_one_line(trained_dir, tmp_path):
     assert_fails(run_cli("train", "--csv", tmp_path / "missing.csv", "--out", tmp_path / "m", check=False), "file not found")
     assert_fails(run_cli("train", "--builtin", "synthetic", "--lr", "0", "--out", tmp_path / "m", check=False),
@@ -86,6 +89,7 @@ def test_errors_are_one_line(trained_dir, tmp_path):
     assert not (tmp_path / "m").exists()  # nothing half-saved
 
 
+@pytest.mark.slow
 def test_evaluate_sts_mean_matches_the_published_figure_and_cls_is_lower(datasets_dir):
     mean = run_json("evaluate-sts", "--csv", datasets_dir / "stsb" / "sts-test.csv")
     cls = run_json("evaluate-sts", "--csv", datasets_dir / "stsb" / "sts-test.csv", "--pooling", "cls")
@@ -94,6 +98,7 @@ def test_evaluate_sts_mean_matches_the_published_figure_and_cls_is_lower(dataset
     assert cls["spearman"] < mean["spearman"] - 0.02
 
 
+@pytest.mark.slow
 def test_frozen_heads_on_real_data_reach_the_linear_probe_figures(datasets_dir, tmp_path):
     """The acceptance run: heads on the frozen encoder, AG News + SST, scored on their test files.
 
@@ -110,6 +115,7 @@ def test_frozen_heads_on_real_data_reach_the_linear_probe_figures(datasets_dir, 
     assert sentiment["pearson"] >= 0.660
 
 
+@pytest.mark.slow
 def test_bench_runs_each_configuration_and_compares_with_sentence_transformers(tmp_path):
     report = run_json("bench", "--sets", "short", "--n", "24", "--repeats", "1", "--no-training", "--out", tmp_path / "b.json")
     assert json.loads((tmp_path / "b.json").read_text()) == report
@@ -122,6 +128,7 @@ def test_bench_runs_each_configuration_and_compares_with_sentence_transformers(t
     assert report["classify_latency"]["median_ms"] > 0
 
 
+@pytest.mark.slow
 def test_bench_profile_shows_where_the_time_goes():
     report = run_json("bench", "--profile", "--sets", "mixed", "--n", "48")["profile"]
     padded = report["padded_tokens"]
@@ -131,3 +138,29 @@ def test_bench_profile_shows_where_the_time_goes():
         ops = report[name]["ops"]
         assert ops and ops[0]["self_ms"] >= ops[-1]["self_ms"] > 0 and 0 < sum(o["share"] for o in ops) <= 1.0
         assert "aten::addmm" in [o["op"] for o in ops]  # the linear layers: where encoding time goes
+
+
+def test_a_bug_is_an_internal_error_with_its_traceback_not_a_bad_input(monkeypatch, capsys, caplog):
+    import core.__main__ as cli
+
+    def broken(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "predict", broken)
+    assert cli.main(["predict", "Hello."]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: internal error (KeyError: 'a bug'); this is a bug")
+    (logged,) = [r for r in caplog.records if r.name == "sentence_lab.cli"]
+    assert logged.exc_info[0] is KeyError  # the traceback goes to the log
+
+
+def test_every_mistake_a_user_can_make_is_one_error_class():
+    from core.errors import (ConfigError, DataError, FolderExistsError, MissingFileError, ModelFolderError,
+                             NotTextError, SentenceLabError, TextError)
+
+    for kind, builtin in [(ConfigError, ValueError), (TextError, ValueError), (NotTextError, TypeError),
+                          (ModelFolderError, ValueError), (MissingFileError, FileNotFoundError),
+                          (FolderExistsError, FileExistsError)]:
+        assert issubclass(kind, SentenceLabError) and issubclass(kind, builtin)
+    error = DataError("train.csv", [f"row {i}" for i in range(2, 15)])
+    assert isinstance(error, SentenceLabError) and str(error).endswith("row 11 (and 3 more)")

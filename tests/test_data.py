@@ -384,3 +384,39 @@ def test_builtin_bbc_news_is_real_and_offline():
     assert data.tasks == ("classification",)
     with pytest.raises(ValueError, match="Valid names are: synthetic, bbc_news"):
         load_builtin("imdb")
+
+
+def test_the_dataset_is_a_torch_dataset_that_a_dataloader_batches():
+    from torch.utils.data import DataLoader, Dataset
+
+    from core.data import Batch, Example, collate
+
+    data = MultiTaskDataset(["a sports text", "a business text", "no topic here", "no mood here"],
+                            ["Sports", "Business", None, "Sports"], [0.5, None, -0.25, None])
+    assert isinstance(data, Dataset) and len(data) == 4
+    assert data.class_names == ["Business", "Sports"]
+    assert data[0] == Example("a sports text", 1, 0.5)
+    assert data[1] == Example("a business text", 0, None)
+    assert data[2] == Example("no topic here", None, -0.25)
+    assert data[-1] == Example("no mood here", 1, None)
+    with pytest.raises(IndexError):
+        data[4]
+    with pytest.raises(TypeError, match="indexed by an int"):
+        data["text"]
+
+    batches = list(DataLoader(data, batch_size=3, collate_fn=collate))
+    assert [len(b.texts) for b in batches] == [3, 1] and all(isinstance(b, Batch) for b in batches)
+    assert batches[0].texts == ["a sports text", "a business text", "no topic here"]
+    assert batches[0].labels.tolist() == [1, 0, IGNORE_LABEL]  # the loss's mask for a row with no topic
+    sentiments = batches[0].sentiments
+    assert sentiments.dtype == torch.float32 and sentiments[0] == 0.5 and torch.isnan(sentiments[1])
+    assert sentiments[2] == -0.25
+
+
+def test_sample_is_seeded_and_keeps_the_rows_in_order():
+    data = make_synthetic(50, seed=0)
+    a, b, c = data.sample(10, seed=1), data.sample(10, seed=1), data.sample(10, seed=2)
+    assert a.texts == b.texts and a.texts != c.texts and len(a) == 10
+    rows = [int(r.split()[-1]) for r in a.rows]
+    assert rows == sorted(rows)
+    assert data.sample(50, seed=1) is data

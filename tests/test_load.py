@@ -20,7 +20,9 @@ from gradio_client import Client, handle_file
 from gradio_client.utils import Status
 
 from tests.app_server import AG_NEWS, ARTIFACTS, SENTENCES, classify, train_args, wait_for
-from tests.conftest import LIMITED_ENV
+from tests.helpers import LIMITED_ENV
+
+pytestmark = [pytest.mark.app, pytest.mark.slow]
 
 VISITORS = 8
 MAX_CALLS = 60  # per visitor

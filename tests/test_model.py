@@ -2,6 +2,7 @@
 
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,7 +67,7 @@ def test_sentiment_is_reported_on_the_recorded_scale(tiny_model):
 
 
 def test_save_load_heads_only_identical_and_small(real_model, tmp_path, monkeypatch):
-    real_model.info["metrics"] = {"test": {"accuracy": 0.5}}
+    real_model.record.metrics = {"test": {"accuracy": 0.5}}
     folder = real_model.save(tmp_path / "model")
     files = sorted(p.name for p in folder.iterdir())
     assert files == ["README.md", "config.json", "heads.safetensors"]  # no copy of the 90 MB encoder
@@ -87,7 +88,7 @@ def test_save_load_heads_only_identical_and_small(real_model, tmp_path, monkeypa
     monkeypatch.setattr(torch, "load", no_pickle)
     loaded = MultiTaskModel.load(folder)
     assert loaded.class_names == real_model.class_names
-    assert loaded.info["metrics"] == {"test": {"accuracy": 0.5}}
+    assert loaded.record.metrics == {"test": {"accuracy": 0.5}}
     a, b = real_model.predict_tensors(TEXTS), loaded.predict_tensors(TEXTS)
     assert torch.equal(a.logits, b.logits) and torch.equal(a.sentiment, b.sentiment)
 
@@ -151,3 +152,59 @@ def test_save_never_replaces_a_folder_that_is_not_a_model(tiny_model, tmp_path):
     (tmp_path / "empty").mkdir()
     assert (tiny_model.save(tmp_path / "empty") / "config.json").is_file()  # empty: fine
     tiny_model.save(tmp_path / "empty")  # a model: replaced whole
+
+
+def test_a_folder_saved_before_the_typed_record_loads_and_saves_back_the_same(tmp_path):
+    """The shipped folder was written by the version that kept an untyped dict: it reads into a TrainingRecord."""
+    from core.config import DEFAULT_HEADS_DIR
+
+    model = MultiTaskModel.load(DEFAULT_HEADS_DIR)
+    record = model.record
+    assert record.config.epochs == 20 and record.config.freeze == "encoder" and record.best_epoch == 12
+    assert record.train_data.rows == 13090 and record.validation_data.labelled == 596
+    assert record.metrics["test"]["ag_news/test.csv"]["accuracy"] == pytest.approx(0.8844, abs=5e-5)
+    assert "ag_news/train.csv" in " ".join(record.files["train"])
+    old = json.loads((DEFAULT_HEADS_DIR / "config.json").read_text())
+    new = json.loads((model.save(tmp_path / "again") / "config.json").read_text())
+    assert new.keys() == old.keys()
+    assert new["training"] == old["training"] | {"epochs_run": None}  # the one field the old record lacked
+    assert {k: new[k] for k in ("metrics", "data", "heads", "encoder", "base_encoder")} == \
+           {k: old[k] for k in ("metrics", "data", "heads", "encoder", "base_encoder")}
+
+
+def _loadable_tiny_model(tiny_encoder_dir) -> MultiTaskModel:
+    """A tiny model whose base encoder loads by name (a folder), as a saved model's must."""
+    from core.encoder import SentenceEncoder
+
+    encoder = SentenceEncoder.from_pretrained(str(tiny_encoder_dir), max_length=64)
+    return MultiTaskModel(encoder, HeadsConfig(class_names=["a", "b"]))
+
+
+def test_a_record_that_does_not_read_back_is_dropped_not_fatal(tiny_encoder_dir, tmp_path):
+    folder = _loadable_tiny_model(tiny_encoder_dir).save(tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    config["training"] = {"config": {"epochs": "many", "unknown_key": 1}, "steps": "x"}
+    config["metrics"] = {"validation": {"accuracy": 0.9}, "odd": [1, 2]}
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = MultiTaskModel.load(folder)
+    assert loaded.record.config is None and loaded.record.metrics == {"validation": {"accuracy": 0.9}}
+
+
+def test_save_and_every_export_go_through_the_one_folder_writer(tiny_encoder_dir, tmp_path, monkeypatch):
+    from core import folders
+    from core.config import EXPORT_FORMATS
+    from core.export import export
+
+    calls = []
+    real = folders.write_folder
+
+    def counting(folder, is_ours):
+        calls.append(Path(folder).name)
+        return real(folder, is_ours)
+
+    monkeypatch.setattr(folders, "write_folder", counting)
+    tiny_model = _loadable_tiny_model(tiny_encoder_dir)
+    for fmt in EXPORT_FORMATS:
+        export(tiny_model, tmp_path / fmt, fmt)
+    assert calls == list(EXPORT_FORMATS)
+    assert MultiTaskModel.load(tmp_path / "sentence-lab").class_names == tiny_model.class_names

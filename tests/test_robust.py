@@ -24,15 +24,19 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from safetensors.torch import load_file, save_file
 
-import app
 from core.config import HeadsConfig, TrainingConfig
 from core.data import DataError, check_learnable, make_synthetic, read_csv
 from core.encoder import SentenceEncoder
 from core.model import ModelFolderError, MultiTaskModel
 from core.training import train
 from tests.app_server import AG_NEWS, SENTENCES, classify, train_args
-from tests.conftest import LIMITED_ENV
+from tests.helpers import LIMITED_ENV
 from tests.test_cli import assert_fails, run_cli
+from ui.inputs import TrainForm
+from ui.state import Limits, Session, Shared
+from ui.train_tab import TrainTab
+
+pytestmark = [pytest.mark.app, pytest.mark.slow]
 
 MAX_ROWS = int(LIMITED_ENV["SENTENCE_LAB_MAX_ROWS"])
 # The app's allow-list of base encoders: the default, then what the host added (SENTENCE_LAB_MODELS).
@@ -302,24 +306,24 @@ def test_cli_refuses_a_pickle_bearing_model_folder(saved_models, tmp_path):
 
 
 def test_limits_allow_one_run_at_a_time_and_read_the_hosts_allow_list(monkeypatch):
-    assert app.Limits().max_runs == 1 and app.Limits().models == ()
+    assert Limits().max_runs == 1 and Limits().models == ()
     monkeypatch.setenv("SENTENCE_LAB_MODELS", " BAAI/bge-small-en-v1.5, ,/models/mine,BAAI/bge-small-en-v1.5")
     monkeypatch.setenv("SENTENCE_LAB_MAX_UPLOAD_MB", "0.5")
-    limits = app.Limits.from_env()
+    limits = Limits.from_env()
     assert limits.models == ("BAAI/bge-small-en-v1.5", "/models/mine") and limits.max_upload_bytes == 512 * 1024
     monkeypatch.setenv("SENTENCE_LAB_MAX_UPLOAD_MB", "-1")
     with pytest.raises(ValueError, match="SENTENCE_LAB_MAX_UPLOAD_MB must be > 0, got '-1'"):
-        app.Limits.from_env()
+        Limits.from_env()
 
 
 def test_the_train_handler_itself_refuses_a_name_off_the_allow_list(tiny_encoder_dir):
     """Gradio's dropdown refuses it first; the handler does too, for any other way in."""
     encoder = SentenceEncoder.from_pretrained(str(tiny_encoder_dir), max_length=64)
-    lab = app.SentenceLab(encoder, None, app.Limits(models=("all-MiniLM-L6-v2",)))
-    assert lab.models == (str(tiny_encoder_dir), "all-MiniLM-L6-v2")
-    session = app.Session()
+    shared = Shared(encoder, None, Limits(models=("all-MiniLM-L6-v2",)))
+    assert shared.models == (str(tiny_encoder_dir), "all-MiniLM-L6-v2")
+    session = Session()
     with pytest.raises(gr.Error, match=r"Unknown base encoder '/etc'\. This server offers: .*tiny-bert, all-MiniLM-L6-v2"):
-        list(lab.train("synthetic", 40, 0, None, "encoder", False, 1.0, 1, 0.02, 16, 1.0, 1.0, "/etc", session))
+        list(TrainTab(shared).run(TrainForm(size=40, epochs=1, base_model="/etc"), session))
     assert session.model is None and not session.running
 
 

@@ -51,7 +51,8 @@ def test_the_image_is_what_spaces_expects():
 
 def test_dockerignore_keeps_what_the_app_needs():
     patterns = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
-    needed = ["app.py", "requirements.txt", "core/model.py", "assets/default_model/config.json",
+    needed = ["app.py", "requirements.txt", "core/model.py", "ui/train_tab.py", "docs/task3.md",
+              "assets/default_model/config.json",
               "assets/default_model/heads.safetensors"]
     for path in needed:
         assert (ROOT / path).exists(), path

@@ -1,6 +1,6 @@
 """Stop pressed at any moment, a run that fails, a save that crashes: the visitor keeps a usable model.
 
-Twenty runs go through the app's own Train handler (``SentenceLab.train``, in-process, on a tiny
+Twenty runs go through the app's own Train handler (``ui.train_tab.TrainTab``, in-process, on a tiny
 encoder), each stopped at a random point of its stream: before the first step, mid-epoch, at an
 epoch's end, or after it finished. Each time the visitor's model is either the previous one,
 untouched, or the partly trained one; it predicts, and the partly trained one's download loads and
@@ -24,12 +24,17 @@ import pytest
 import torch
 from gradio_client import Client
 
-import app
-from core import model as model_module
+from core import folders
 from core.config import HeadsConfig
 from core.encoder import SentenceEncoder, state_checksum
 from core.model import MultiTaskModel
 from tests.app_server import AG_NEWS, classify, train_args, wait_for
+from ui import train_tab
+from ui.classify_tab import ClassifyTab
+from ui.inputs import TrainForm
+from ui.state import Limits, Session, Shared
+
+pytestmark = [pytest.mark.app, pytest.mark.slow]
 
 CLASSES = ["Business", "Sci/Tech", "Sports", "World"]
 TEXTS = "The striker scored twice in the cup final.\nShares fell sharply after the results."
@@ -37,26 +42,28 @@ RUNS = 20
 
 
 @pytest.fixture(scope="module")
-def lab(tiny_encoder_dir) -> app.SentenceLab:
-    """The app's handlers over a tiny encoder that loads by name, with tiny shipped heads."""
+def lab(tiny_encoder_dir) -> train_tab.TrainTab:
+    """The Train tab's handlers over a tiny encoder that loads by name, with tiny shipped heads."""
     encoder = SentenceEncoder.from_pretrained(str(tiny_encoder_dir), pooling="mean", normalize=True, max_length=64)
     torch.manual_seed(0)
     shipped = MultiTaskModel(copy.deepcopy(encoder), HeadsConfig(class_names=CLASSES)).eval()
-    return app.SentenceLab(encoder, shipped, app.Limits(max_rows=200, max_seconds=120))
+    return train_tab.TrainTab(Shared(encoder, shipped, Limits(max_rows=200, max_seconds=120)))
 
 
 @pytest.fixture
 def every_step_streams(monkeypatch):
-    monkeypatch.setattr(app, "STREAM_EVERY_S", 0.0)  # one output per training step: Stop can land on any of them
+    monkeypatch.setattr(train_tab, "STREAM_EVERY_S", 0.0)  # one output per training step: Stop can land on any of them
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 32-wide model gains nothing from more, and loses much on a busy machine
     yield
     torch.set_num_threads(threads)
 
 
-def start(lab: app.SentenceLab, session: app.Session, seed: int, preset: str = "encoder", epochs: int = 2):
+def start(lab: train_tab.TrainTab, session: Session, seed: int, preset: str = "encoder", epochs: int = 2):
     """The Train handler's stream for a short synthetic run (48 training rows, 6 steps per epoch)."""
-    return lab.train("synthetic", 60, seed, None, preset, False, 1.0, epochs, 0.05, 8, 1.0, 1.0, None, session)
+    form = TrainForm(source="synthetic", size=60, seed=seed, preset=preset, epochs=epochs, learning_rate=0.05,
+                     batch_size=8)
+    return lab.run(form, session)
 
 
 def weights(model: MultiTaskModel) -> dict[str, torch.Tensor]:
@@ -67,8 +74,8 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def check_classify(lab: app.SentenceLab, session: app.Session) -> list[dict]:
-    _, table, predictions = lab.classify(TEXTS, session)
+def check_classify(lab: train_tab.TrainTab, session: Session) -> list[dict]:
+    _, table, predictions = ClassifyTab(lab.shared).classify(TEXTS, session)
     assert len(predictions) == 2 == len(table)
     for p in predictions:
         assert set(p["probabilities"]) == set(CLASSES) and sum(p["probabilities"].values()) == pytest.approx(1.0)
@@ -78,12 +85,12 @@ def check_classify(lab: app.SentenceLab, session: app.Session) -> list[dict]:
 
 def test_stop_at_random_steps_leaves_the_previous_or_the_partly_trained_model(lab, every_step_streams, tmp_path):
     rng = random.Random(7)
-    session = app.Session()
-    encoder_before = state_checksum(lab.encoder.backbone)
+    session = Session()
+    encoder_before = state_checksum(lab.shared.encoder.backbone)
     outcomes = []
     for run in range(RUNS):
         previous = session.model
-        before = weights(previous if previous is not None else lab.default_model)
+        before = weights(previous if previous is not None else lab.shared.default_model)
         preset = "none" if run % 4 == 3 else "encoder"  # heads only; every fourth run the whole encoder (a copy)
         # The first runs stop right after "Preparing" or the start event, before any step; the rest anywhere.
         stop_after = run if run < 2 else rng.randrange(2, 22)  # a run streams 19 outputs
@@ -98,7 +105,7 @@ def test_stop_at_random_steps_leaves_the_previous_or_the_partly_trained_model(la
         if "before the first step" in status:
             outcomes.append("previous")
             assert session.model is previous, f"run {run}: stopped before learning anything, yet the model changed"
-            assert same_weights(before, weights(previous if previous is not None else lab.default_model))
+            assert same_weights(before, weights(previous if previous is not None else lab.shared.default_model))
         else:
             assert session.model is not previous, f"run {run}: {status}"
             stopped = re.search(r"\*\*Stopped\*\* after (\d+) steps", status)
@@ -122,14 +129,14 @@ def test_stop_at_random_steps_leaves_the_previous_or_the_partly_trained_model(la
         check_classify(lab, session)
     print(f"\nStop at random steps, {RUNS} runs: " + ", ".join(f"{outcomes.count(k)} {k}" for k in sorted(set(outcomes))))
     assert outcomes.count("previous") >= 2 and outcomes.count("partial") >= 10, outcomes
-    assert state_checksum(lab.encoder.backbone) == encoder_before, "no run may touch the shared encoder"
+    assert state_checksum(lab.shared.encoder.backbone) == encoder_before, "no run may touch the shared encoder"
 
 
 def test_a_run_that_fails_half_way_keeps_the_previous_model(lab, every_step_streams, monkeypatch):
-    session = app.Session()
+    session = Session()
     list(start(lab, session, seed=1, epochs=1))
     previous, before = session.model, weights(session.model)
-    real_train = app.train
+    real_train = train_tab.train
 
     def failing_train(*args, **kwargs):
         for n, event in enumerate(real_train(*args, **kwargs)):
@@ -137,7 +144,7 @@ def test_a_run_that_fails_half_way_keeps_the_previous_model(lab, every_step_stre
                 raise RuntimeError("the disk is on fire")
             yield event
 
-    monkeypatch.setattr(app, "train", failing_train)
+    monkeypatch.setattr(train_tab, "train", failing_train)
     with pytest.raises(gr.Error, match=r"The server could not finish this \(RuntimeError: the disk is on fire\)"):
         list(start(lab, session, seed=2, preset="none"))
     assert session.model is previous and same_weights(before, weights(session.model))
@@ -146,7 +153,7 @@ def test_a_run_that_fails_half_way_keeps_the_previous_model(lab, every_step_stre
 
 
 def test_a_crash_while_saving_leaves_no_half_written_model(lab, every_step_streams, monkeypatch, tmp_path):
-    session = app.Session()
+    session = Session()
     list(start(lab, session, seed=3, epochs=1))
     saved = session.model.save(tmp_path / "model")
     good = (saved / "heads.safetensors").read_bytes()
@@ -155,7 +162,7 @@ def test_a_crash_while_saving_leaves_no_half_written_model(lab, every_step_strea
         Path(path).write_bytes(b"half a file")  # the crash comes mid-write
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(model_module, "save_file", crash)
+    monkeypatch.setattr(folders, "save_file", crash)
     with pytest.raises(OSError, match="No space left on device"):
         session.model.save(saved)
     assert (saved / "heads.safetensors").read_bytes() == good, "the old model was replaced by a half-written one"
@@ -174,7 +181,7 @@ def test_a_crash_while_saving_leaves_no_half_written_model(lab, every_step_strea
 def test_the_same_seed_gives_the_same_model_through_the_app(lab, every_step_streams):
     models = []
     for seed in (11, 11, 12):
-        session = app.Session()
+        session = Session()
         list(start(lab, session, seed=seed, preset="none"))
         models.append(weights(session.model))
     assert same_weights(models[0], models[1]), "the same seed on the same machine must give the same model"
@@ -182,11 +189,11 @@ def test_the_same_seed_gives_the_same_model_through_the_app(lab, every_step_stre
 
 
 def test_downloads_live_in_the_apps_own_temporary_folder_and_go_with_the_session(lab, every_step_streams):
-    session = app.Session()
+    session = Session()
     outputs = list(start(lab, session, seed=5, epochs=1))
     download = Path(outputs[-1][3])
     assert download.is_file() and download.parent == session.export_dir
-    assert session.export_dir.parent == lab._exports  # one folder per visitor, under the server's own
+    assert session.export_dir.parent == lab.shared.exports  # one folder per visitor, under the server's own
     assert [p.name for p in session.export_dir.iterdir()] == ["sentence-lab-model.zip"]  # the folder itself is gone
     folder = session.export_dir
     session.close()  # Gradio calls this when the visitor's session expires

@@ -10,7 +10,7 @@ from core.config import HeadsConfig, TrainingConfig
 from core.data import MultiTaskDataset, make_synthetic
 from core.model import MultiTaskModel
 from core.training import (DoneEvent, EpochEvent, StartEvent, StepEvent, ValidationEvent, evaluate, fit, train)
-from tests.conftest import make_tiny_encoder
+from tests.helpers import make_tiny_encoder
 
 CLASSES = ["Business", "Sci/Tech", "Sports", "World"]
 
@@ -157,10 +157,10 @@ def test_gradual_unfreezing_runs_the_frozen_bottom_once_per_epoch(tiny_model, sy
 
 @pytest.mark.parametrize("prefetch", [True, False])
 def test_gradual_unfreezing_caches_the_coming_epochs_in_one_pass(tokenizer, synthetic, monkeypatch, prefetch):
-    import core.training
+    import core.cache
 
     if not prefetch:
-        monkeypatch.setattr(core.training, "PREFETCH_BYTES", 0)  # no room: each epoch runs its own pass
+        monkeypatch.setattr(core.cache, "PREFETCH_BYTES", 0)  # no room: each epoch runs its own pass
     train_set, val_set = synthetic
     model = _tiny(tokenizer)
     calls = []
@@ -221,3 +221,21 @@ def test_zero_task_weight_drops_rows_that_only_carry_that_task(tiny_model):
     steps = [e for e in events if isinstance(e, StepEvent)]
     assert len(steps) == 4  # the 8 sentiment rows, 2 per batch; the topic-only rows are left out
     assert all(set(s.losses) == {"sentiment"} for s in steps)
+
+
+def test_a_deadline_ends_the_run_like_stop_and_says_it_expired(tiny_model, synthetic):
+    import threading
+
+    from core.training import Deadline
+
+    train_set, val_set = synthetic
+    stop = threading.Event()
+    late = Deadline(3600, stop)
+    assert not late.is_set() and not late.expired
+    stop.set()
+    assert late.is_set() and not late.expired  # the Stop button, not the clock
+
+    gone = Deadline(0.0)
+    events = list(train(tiny_model, train_set, val_set, TrainingConfig(epochs=2), stop=gone))
+    result = events[-1].result
+    assert gone.expired and result.stopped and result.steps == 0

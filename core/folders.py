@@ -1,0 +1,178 @@
+"""Model folders on disk: the one atomic writer, what counts as ours, what is refused on load.
+
+Every folder Sentence Lab writes (a saved model, each export) goes through ``write_folder``:
+it is filled beside its destination and renamed into place only when complete, and it replaces
+only a missing or empty folder or one that ``is_ours`` recognises (``--out ~`` must never wipe a
+home). Loading refuses folders that hold pickle files or symbolic links, and reads only JSON and
+safetensors. Head tensors are named ``<part>.<parameter>`` (``classifier.linear.weight``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from .errors import FolderExistsError, ModelFolderError
+
+# Weight formats that can carry pickled Python objects, i.e. code that runs on load. A folder holding
+# one is refused outright, even beside safetensors: it is not what we saved, so it may be tampered with.
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill", ".npy", ".npz"})
+MAX_JSON_BYTES = 10_000_000  # a config is a few KB; a hostile one must not make us parse gigabytes
+
+
+# -- writing ------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def write_folder(folder: str | os.PathLike, is_ours: Callable[[Path], bool]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``folder``; on success it replaces ``folder``, on failure it goes.
+
+    Raises FolderExistsError before anything is written when ``folder`` is a file, or a non-empty
+    folder that ``is_ours`` does not recognise.
+    """
+    folder = Path(folder)
+    check_replaceable(folder, is_ours)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a saved model is an ordinary folder
+    try:
+        yield tmp
+        replace_folder(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def check_replaceable(folder: Path, is_ours: Callable[[Path], bool]) -> None:
+    """Saving replaces ``folder`` whole: allowed only for a missing or empty folder or one of ours."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_symlink() or not folder.is_dir():
+        raise FolderExistsError(f"{folder} exists and is not a folder: choose another place to save to")
+    if any(folder.iterdir()) and not is_ours(folder):
+        raise FolderExistsError(f"{folder} exists and is not a saved Sentence Lab model: refusing to replace it "
+                                f"(choose a new or empty folder)")
+
+
+def replace_folder(new: Path, dest: Path) -> None:
+    """Move ``new`` to ``dest``; an existing ``dest`` is swapped out only once ``new`` is complete."""
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+        os.replace(new, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, dest)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Indented JSON (numpy numbers and paths as plain values), its folder made if needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def has_json(folder: Path, name: str, **expected: Any) -> bool:
+    """Whether ``folder/name`` is a JSON object with the ``expected`` values (recognises our folders)."""
+    try:
+        data = json.loads((folder / name).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and all(data.get(k) == v for k, v in expected.items())
+
+
+# -- tensors ------------------------------------------------------------------------------------------
+
+
+def flatten(parts: Mapping[str, nn.Module | None]) -> dict[str, Tensor]:
+    """The state of each present part under its name: {"classifier.linear.weight": (C, D), ...}, on the CPU."""
+    return {f"{name}.{key}": value.detach().cpu().contiguous()
+            for name, module in parts.items() if module is not None
+            for key, value in module.state_dict().items()}
+
+
+def save_tensors(tensors: Mapping[str, Tensor], path: Path) -> None:
+    save_file(dict(tensors), str(path))
+
+
+def read_tensors(path: Path) -> dict[str, Tensor]:
+    """A safetensors file (never a pickle); a broken one is a ModelFolderError."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFolderError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
+def load_parts(path: Path, tensors: Mapping[str, Tensor], parts: Mapping[str, nn.Module | None], config_name: str) -> None:
+    """Load ``tensors`` into ``parts`` after checking names, shapes and values against what they need."""
+    expected = flatten(parts)
+    problems = [f"{k} is missing" for k in sorted(set(expected) - set(tensors))]
+    problems += [f"{k} is not part of this model" for k in sorted(set(tensors) - set(expected))]
+    for name in sorted(set(expected) & set(tensors)):
+        tensor, want = tensors[name], expected[name]
+        if tensor.shape != want.shape:
+            problems.append(f"{name} has shape {tuple(tensor.shape)}, expected {tuple(want.shape)}")
+        elif not tensor.is_floating_point():
+            problems.append(f"{name} holds {tensor.dtype}, expected floating-point weights")
+        elif not torch.isfinite(tensor).all():
+            problems.append(f"{name} holds NaN or infinite values")
+    if problems:
+        raise ModelFolderError(f"{path} does not match {config_name} (edited, or from another model?): "
+                               + "; ".join(problems[:5]))
+    for name, module in parts.items():
+        if module is not None:
+            module.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
+
+
+# -- reading ------------------------------------------------------------------------------------------
+
+
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file of ours, refused when it is a link, huge, or not JSON."""
+    if path.is_symlink():
+        raise ModelFolderError(f"{path} is a symbolic link; a model folder must hold its own files")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise ModelFolderError(f"{path} is {path.stat().st_size:,} bytes; a {what} is a few KB")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise ModelFolderError(f"{path} is not valid JSON: {reason}") from None
+
+
+def check_files(folder: Path) -> None:
+    """Refuse a folder holding pickle-format files or symbolic links, anywhere inside it."""
+    pickles, links = [], []
+    for root, dirs, files in os.walk(folder):  # does not follow links to folders
+        for name in dirs + files:
+            path = Path(root) / name
+            relative = str(path.relative_to(folder))
+            if path.is_symlink():
+                links.append(relative)
+            elif name in files and path.suffix.lower() in PICKLE_SUFFIXES:
+                pickles.append(relative)
+    if pickles:
+        raise ModelFolderError(
+            f"{folder}: refusing to load a folder with pickle files ({', '.join(sorted(pickles)[:5])}): they can run "
+            "code when opened. Sentence Lab loads only safetensors and JSON; remove them or save the weights as safetensors")
+    if links:
+        raise ModelFolderError(f"{folder}: refusing to follow symbolic links ({', '.join(sorted(links)[:5])}); "
+                               "a model folder must hold its own files")

@@ -1,0 +1,53 @@
+"""The app's rooms without a server: page values -> core values, core errors -> page messages."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+
+from core.errors import ConfigError
+from ui.inputs import TrainForm, sentences, shown_in_page
+from ui.state import Limits
+from ui.embed_tab import pairs_in_words
+from core.metrics import ranked_pairs
+
+import numpy as np
+
+
+def test_a_users_mistake_is_shown_as_it_is_and_a_bug_as_something_went_wrong(caplog):
+    with pytest.raises(gr.Error) as mistake, shown_in_page():
+        raise ConfigError("learning_rate must be > 0, got -1")
+    assert mistake.value.message == "Learning rate must be > 0, got -1" and mistake.value.title == "Please check the input"
+    with pytest.raises(gr.Error) as bug, shown_in_page():
+        raise ValueError("a bug's ValueError is not the user's mistake")
+    assert bug.value.title == "Something went wrong"
+    assert "The server could not finish this (ValueError: a bug's ValueError" in bug.value.message
+    assert "handler failed" in caplog.text  # logged with its traceback
+
+
+def test_the_train_form_turns_page_values_into_a_checked_config():
+    config = TrainForm(epochs="7", learning_rate="0.01", batch_size=8.0, lr_decay=0.8, seed=3).training_config(Limits())
+    assert (config.epochs, config.learning_rate, config.batch_size, config.layer_lr_decay, config.seed) == (7, 0.01, 8, 0.8, 3)
+    assert TrainForm().training_config(Limits()).layer_lr_decay is None  # 1.0 on the slider: off
+    with pytest.raises(gr.Error, match="At most 5 epochs here"):
+        TrainForm(epochs=6).training_config(Limits(max_epochs=5))
+    with pytest.raises(gr.Error, match="Batch size must be a whole number, got 2.5"):
+        TrainForm(batch_size=2.5).training_config(Limits())
+    with pytest.raises(gr.Error, match="Learning rate is empty"):
+        TrainForm(learning_rate=" ").training_config(Limits())
+
+
+def test_sentences_are_the_non_blank_lines_within_the_limits():
+    given = sentences("  one\n\n\u200b\n" + "x" * 30 + "\n", Limits(max_chars=20))
+    assert given.lines == ["one", "x" * 20] and given.cut == [1]
+    with pytest.raises(gr.Error, match="At most 2 sentences at a time here; you gave 3"):
+        sentences("a\nb\nc", Limits(max_sentences=2))
+
+
+def test_pairs_are_ranked_and_told_in_words():
+    scores = np.array([[1.0, 0.9, 0.1], [0.9, 1.0, 0.3], [0.1, 0.3, 1.0]])
+    pairs = ranked_pairs(scores)
+    assert pairs == [(0.9, 0, 1), (0.3, 1, 2), (0.1, 0, 2)]
+    words = pairs_in_words(["a", "b", "c"], pairs, normalize=True)
+    assert "**Most alike:** “a” and “b”: **0.90**" in words and "**Least alike:** “a” and “c”: **0.10**" in words
+    assert pairs_in_words(["a"], [], normalize=True).startswith("Add a second line")

@@ -1,0 +1,98 @@
+"""The Guide tab: what embeddings, pooling, normalisation, the heads and freezing mean, in plain words.
+
+The part on freezing is the "Which parts to freeze" section of docs/task3.md, the take-home's
+written Task 3 answers: one text, read by people in the app and in the repository alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+TASK3 = Path(__file__).resolve().parent.parent / "docs" / "task3.md"
+FREEZING_HEADING = "## Which parts to freeze"
+
+
+def doc_section(path: Path, heading: str) -> str:
+    """The Markdown from ``heading`` up to the next heading of the same level (or a note where it is missing)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return f"{heading}\n\n(The text is in {path.name}, which is missing here.)\n"
+    start = text.find(heading + "\n")
+    if start < 0:
+        return f"{heading}\n\n(The section is missing from {path.name}.)\n"
+    end = text.find("\n## ", start + len(heading))
+    return text[start:end if end >= 0 else len(text)].strip() + "\n"
+
+
+INTRO = """
+## What is an embedding?
+
+A computer cannot compare meanings directly, so we turn each sentence into a list of numbers,
+its **embedding** (here 384 numbers). The model that does this, the **encoder**, was trained on
+millions of sentence pairs so that sentences that *mean* similar things get similar numbers,
+even when they share no words: *“A cat is sleeping on the sofa”* lands next to *“The kitten
+naps on the couch”*. Think of every sentence as a point on a huge map; nearby points are close
+in meaning. The **Embed & compare** tab draws that map squashed to two dimensions.
+
+## Pooling: from many word vectors to one sentence vector
+
+The encoder first gives one vector per *token* (a word or a piece of a word). **Pooling** folds
+them into one vector for the whole sentence:
+
+- **mean**: the average of all tokens. What this model was trained with, and usually the best.
+- **cls**: only the special first token. Good for models trained that way; weaker here.
+- **max**: for each number, the largest value over the tokens: picks up strong single words.
+- **mean_sqrt_len**: the sum divided by the square root of the length; long sentences weigh more.
+- **weighted_mean**: later tokens count more than earlier ones.
+- **last_token**: only the final token; meant for left-to-right (GPT-style) models.
+
+## Normalisation
+
+With **normalisation on**, every sentence vector is scaled to length 1, so only its direction
+counts. The similarity score is then the **cosine similarity**: 1 for the same meaning, around
+0 for unrelated sentences. With it **off**, the score is a plain dot product that also grows
+with the vectors' lengths, so the numbers have no fixed scale. Turn it on when you compare.
+
+## Topic and sentiment
+
+On top of the shared encoder sit two small **heads**: a *topic* head that gives a probability
+for each topic (they add up to 100%), and a *sentiment* head that gives one score from −1 (very
+negative) through 0 (neutral) to +1 (very positive). The shipped model learned topics from AG
+News headlines (World, Sports, Business, Sci/Tech) and sentiment from movie reviews (SST).
+"""
+
+SETTINGS = """
+## Settings and your data
+
+**Settings in plain words.** An *epoch* is one pass over your data. The *learning rate* is the
+size of each correction: too small and nothing seems to happen, too large and the loss jumps
+around (0.01–0.05 suits the heads; the encoder always gets a much smaller 0.00002). The *batch
+size* is how many rows are looked at per correction. *Task weights* say how much each task
+counts when both are learned together. The **loss** curve should go down; if the *validation*
+curve (rows held out, never trained on) goes up while the *training* curve keeps falling, the
+model is memorising instead of learning.
+
+## Your own data
+
+Upload a CSV with a header row: a `text` column, and a `label` column (the topic's name) and/or
+a `sentiment` column (a number). Each row needs at least one of the two. For example:
+
+```
+text,label,sentiment
+"The match ended in a draw.",Sports,0.1
+"Profits soared this quarter.",Business,0.8
+```
+
+What you train stays in your browser session: other visitors keep seeing the shipped model, and
+your model is gone when you close the page, so download it if you want to keep it.
+"""
+
+GUIDE = INTRO + "\n\n" + doc_section(TASK3, FREEZING_HEADING) + SETTINGS
+
+
+def render() -> None:
+    """The Guide's text in the current ``gr.Tab``."""
+    gr.Markdown(GUIDE, elem_id="guide")

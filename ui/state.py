@@ -1,0 +1,208 @@
+"""What the server holds: the host's limits, the resources every visitor shares, and each visitor's session.
+
+The base encoder and the shipped model are loaded once and only read. Everything a visitor
+trains lives in that visitor's ``Session`` (a ``gr.State``), so one visitor's run never
+changes what another sees.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core import MultiTaskDataset, MultiTaskModel, SentenceEncoder
+from core.config import DEFAULT_HEADS_DIR, NORMALIZE_FOR_TRAINING
+from core.data import load_builtin
+from core.errors import ConfigError
+
+logger = logging.getLogger("sentence_lab.app")
+
+
+# -- the host's limits ----------------------------------------------------------------------------------
+
+
+def _env_names(name: str) -> tuple[str, ...]:
+    """A comma-separated list from the environment, blanks and repeats dropped."""
+    names = [n.strip() for n in os.environ.get(name, "").split(",")]
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+def _env_number(name: str, default: float, cast: type = int) -> Any:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a {'whole ' if cast is int else ''}number") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one visitor may ask of this server. Each has an environment variable a host can set."""
+
+    max_rows: int = 1000  # SENTENCE_LAB_MAX_ROWS: bigger sets are sampled down (embedding 1,000 texts: ~10 s)
+    max_epochs: int = 100  # SENTENCE_LAB_MAX_EPOCHS
+    max_seconds: float = 180.0  # SENTENCE_LAB_MAX_SECONDS: a run is stopped (and kept) after this long
+    # SENTENCE_LAB_MAX_RUNS: training runs at the same time, all visitors together. One: a run takes
+    # both of a free Space's 2 vCPUs; the next visitor waits with their place in the queue shown.
+    max_runs: int = 1
+    max_sentences: int = 32  # SENTENCE_LAB_MAX_SENTENCES: per Embed or Classify request
+    # SENTENCE_LAB_MAX_CHARS: longer sentences are cut here (and reported), before tokenising; the
+    # encoder reads at most 256 tokens (~1,500 characters) anyway, so this only bounds the work.
+    max_chars: int = 20_000
+    max_upload_mb: float = 10.0  # SENTENCE_LAB_MAX_UPLOAD_MB: a CSV of 1,000 rows is ~0.1 MB
+    max_queue: int = 64  # SENTENCE_LAB_MAX_QUEUE: requests waiting, all visitors; then "the queue is full"
+    # SENTENCE_LAB_MODELS: comma-separated encoder names a visitor may train on, beside the default.
+    # Only names from this list are ever loaded: a visitor never gives a path.
+    models: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        return cls(max_rows=_env_number("SENTENCE_LAB_MAX_ROWS", cls.max_rows),
+                   max_epochs=_env_number("SENTENCE_LAB_MAX_EPOCHS", cls.max_epochs),
+                   max_seconds=_env_number("SENTENCE_LAB_MAX_SECONDS", cls.max_seconds, float),
+                   max_runs=_env_number("SENTENCE_LAB_MAX_RUNS", cls.max_runs),
+                   max_sentences=_env_number("SENTENCE_LAB_MAX_SENTENCES", cls.max_sentences),
+                   max_chars=_env_number("SENTENCE_LAB_MAX_CHARS", cls.max_chars),
+                   max_upload_mb=_env_number("SENTENCE_LAB_MAX_UPLOAD_MB", cls.max_upload_mb, float),
+                   max_queue=_env_number("SENTENCE_LAB_MAX_QUEUE", cls.max_queue),
+                   models=_env_names("SENTENCE_LAB_MODELS"))
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+# -- what every visitor shares ----------------------------------------------------------------------------
+
+
+def load_shared_models() -> tuple[SentenceEncoder, MultiTaskModel | None]:
+    """The base encoder (mean pooling, normalised) and the shipped model, each loaded once."""
+    encoder = SentenceEncoder.from_pretrained(pooling="mean", normalize=NORMALIZE_FOR_TRAINING)
+    if (DEFAULT_HEADS_DIR / "config.json").is_file():
+        default_model = MultiTaskModel.load(DEFAULT_HEADS_DIR)
+    else:
+        logger.warning("%s is missing: Classify works only after a visitor trains a model", DEFAULT_HEADS_DIR)
+        default_model = None
+    return encoder, default_model
+
+
+class Shared:
+    """The server's read-only resources, shared by every visitor and every tab.
+
+    Args:
+        encoder: the base encoder (mean pooling, normalised); views with other settings share its weights.
+        default_model: the shipped heads, or None when they are not installed.
+        limits: what one visitor may ask of this server.
+    """
+
+    def __init__(self, encoder: SentenceEncoder, default_model: MultiTaskModel | None, limits: Limits) -> None:
+        self.encoder, self.default_model, self.limits = encoder, default_model, limits
+        # Inference (not training) runs in the fastest precision that keeps cosine >= 0.999 to fp32 on
+        # this hardware: bf16 on a CPU with native bf16, fp16 on CUDA, else fp32.
+        self.precision = encoder.resolve_precision(os.environ.get("SENTENCE_LAB_PRECISION", "auto"))
+        logger.info("inference precision: %s", self.precision)
+        # A fast tokenizer changes its own truncation settings on each call: one user at a time.
+        self.tokenizer_lock = threading.Lock()
+        # The base encoders a visitor may train on: this one first, then the host's SENTENCE_LAB_MODELS.
+        self.models = tuple(dict.fromkeys((encoder.config.model_name, *limits.models)))
+        self._encoders: dict[str, SentenceEncoder] = {}  # the others, loaded on first use and shared
+        self._models_lock = threading.Lock()
+        # Every visitor's model download lives under one folder, removed when the server exits.
+        self.exports = Path(tempfile.mkdtemp(prefix="sentence-lab-"))
+        weakref.finalize(self, shutil.rmtree, self.exports, ignore_errors=True)
+
+    def base_encoder(self, name: str | None) -> SentenceEncoder:
+        """A base encoder from the allow-list (the default, plus SENTENCE_LAB_MODELS), loaded once and shared."""
+        name = name or self.encoder.config.model_name
+        if name == self.encoder.config.model_name:
+            return self.encoder
+        if name not in self.models:
+            raise ConfigError(f"Unknown base encoder {name!r}. This server offers: {', '.join(self.models)} "
+                              "(a host adds more with SENTENCE_LAB_MODELS).")
+        with self._models_lock:
+            if name not in self._encoders:
+                logger.info("loading base encoder %s", name)
+                self._encoders[name] = SentenceEncoder.from_pretrained(name, pooling="mean",
+                                                                       normalize=NORMALIZE_FOR_TRAINING)
+            return self._encoders[name]
+
+    def encoder_for_run(self, base: SentenceEncoder, *, changes_weights: bool) -> SentenceEncoder:
+        """An encoder of the run's own: a copy when the run trains encoder weights, else shared weights."""
+        with self.tokenizer_lock:
+            return base.copy(share_weights=not changes_weights)
+
+    @staticmethod
+    @functools.lru_cache(maxsize=1)
+    def bbc_news() -> MultiTaskDataset:
+        return load_builtin("bbc_news")  # 2,225 files: read once per process, never modified
+
+
+# -- one visitor ------------------------------------------------------------------------------------------
+
+
+class Session:
+    """One visitor's things: the model they trained, its download, and the stop flag of their run.
+
+    Gradio deep-copies a State's initial value for each new visitor; a copy gets its own model
+    copy and its own (unset) stop flag.
+    """
+
+    def __init__(self) -> None:
+        self.model: MultiTaskModel | None = None  # None: the shipped model
+        self.about: str = ""  # how the visitor's model was trained, in words
+        self.export_dir: Path | None = None  # holds the zips of the model, one per download format
+        self.downloads: dict[str, Path] = {}  # format -> zip, made when first asked for
+        self.stop = threading.Event()
+        self.running = False
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Session:
+        new = Session()
+        new.model, new.about = copy.deepcopy(self.model, memo), self.about
+        return new
+
+    def set_model(self, model: MultiTaskModel | None, about: str = "") -> None:
+        """Make ``model`` this visitor's model (None: back to the shipped one); drops the old download."""
+        if self.export_dir is not None:
+            shutil.rmtree(self.export_dir, ignore_errors=True)
+        self.model, self.about, self.export_dir, self.downloads = model, about, None, {}
+
+    def model_in_use(self, shared: Shared) -> MultiTaskModel | None:
+        return self.model if self.model is not None else shared.default_model
+
+    def close(self) -> None:
+        """Gradio calls this when the visitor's session expires: stop their run, drop their model."""
+        self.stop.set()
+        self.set_model(None)
+
+
+def model_note(session: Session, default_model: MultiTaskModel | None) -> str:
+    """Which model the Classify tab answers with, in words (the Train tab updates it after a run)."""
+    model = session.model if session.model is not None else default_model
+    if model is None:
+        return ("**No model yet.** The shipped model is missing (`assets/default_model`); train one in the "
+                "**Train** tab and it will be used here.")
+    topics = ", ".join(model.class_names) or "none (this model has no topic head)"
+    if model.sentiment_head is not None:
+        lo, hi = model.heads_config.sentiment_range
+        mood = f"sentiment scale {lo:g} … {hi:g}"
+    else:
+        mood = "no sentiment head"
+    if session.model is not None:
+        who = f"**your model**, {session.about}"
+    else:
+        who = "**the shipped model** (AG News topics, SST sentiment)"
+    return f"Model in use: {who}.<br>Topics: {topics} · {mood}."

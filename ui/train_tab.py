@@ -1,0 +1,379 @@
+"""Train: choose data and a freezing strategy, watch the loss curves draw live, keep or download the model.
+
+The run itself is ``core.train``; this tab turns its events into a figure, a table and a status
+line, bounds the run by the host's limits, and makes the visitor's model the one in use.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import gradio as gr
+import pandas as pd
+
+from core import Deadline, DoneEvent, EpochEvent, MultiTaskModel, StartEvent, StepEvent, TrainResult, ValidationEvent
+from core import plots, train
+from core.errors import ConfigError
+from core.export import export
+from core.freezing import PRESET_HELP, preview
+
+from .classify_tab import ClassifyParts
+from .inputs import TrainForm, bad_input, shown_in_page, whole
+from .state import Session, Shared, model_note
+
+logger = logging.getLogger("sentence_lab.app")
+
+VAL_FRACTION = 0.2  # a fifth of the rows is held out for the validation curve and the metrics
+STREAM_EVERY_S = 0.25  # step events update the page at most ~4 times a second; epoch events always do
+# What the download offers: the label shown -> the format, and the folder name inside the zip.
+DOWNLOAD_FORMATS = {"Sentence Lab": "sentence-lab", "sentence-transformers": "sentence-transformers", "ONNX": "onnx"}
+DOWNLOAD_NAMES = {"sentence-lab": "sentence-lab-model", "sentence-transformers": "sentence-lab-st", "onnx": "sentence-lab-onnx"}
+DOWNLOAD_HELP = {
+    "Sentence Lab": "a folder for `MultiTaskModel.load` and `python -m core predict --model`.",
+    "sentence-transformers": "`SentenceTransformer(folder)` gives the same embeddings; the heads are in heads.safetensors.",
+    "ONNX": "one graph for onnxruntime: token ids in; embedding, topic probabilities and sentiment out.",
+}
+NO_DOWNLOAD = "<small>Train a model to download it.</small>"
+PRESET_LABELS = {
+    "encoder": "Encoder frozen: train the heads only (fast)",
+    "none": "Nothing frozen: train everything",
+    "all": "Everything frozen: no training (baseline)",
+    "classification_head": "Topic head frozen",
+    "sentiment_head": "Sentiment head frozen",
+}
+SOURCE_CHOICES = [("Synthetic sentences (generated, 4 topics + sentiment)", "synthetic"),
+                  ("BBC News articles (real, 5 topics)", "bbc_news"),
+                  ("My CSV file", "csv")]
+METRIC_COLUMNS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "mae": "MAE", "pearson": "Pearson"}  # validation
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.1f} M" if n >= 1_000_000 else f"{n:,}"
+
+
+def _percent(part: int, whole_: int) -> str:
+    share = 100 * part / max(whole_, 1)
+    return f"{share:.1f}%" if share >= 0.1 or part == 0 else f"{share:.3f}%"
+
+
+@dataclass
+class RunLog:
+    """What the tab shows of a run, built from the training events."""
+
+    total_epochs: int
+    steps_per_epoch: int = 1
+    total_steps: int = 0
+    step: int = 0
+    epoch: int = 0
+    # split -> task -> [(epoch, loss), ...]; training points are per step, at fractional epochs
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = field(
+        default_factory=lambda: {"train": {}, "validation": {}})
+    rows: list[dict[str, Any]] = field(default_factory=list)  # the metrics table, one row per epoch
+
+    def add(self, event: Any) -> None:
+        names = plots.TASK_NAMES
+        if isinstance(event, StartEvent):
+            self.steps_per_epoch, self.total_steps = event.steps_per_epoch, event.total_steps
+        elif isinstance(event, StepEvent):
+            self.step, self.epoch = event.global_step, event.epoch
+            x = event.epoch + event.step / self.steps_per_epoch
+            for task, loss in event.losses.items():
+                self.curves["train"].setdefault(task, []).append((x, loss))
+        elif isinstance(event, EpochEvent):
+            losses = {f"Train · {names[t]}": v for t, v in event.losses.items() if t in names and t != "total"}
+            self.rows.append({"Epoch": event.epoch + 1} | losses)
+        elif isinstance(event, ValidationEvent):
+            for task, loss in event.losses.items():
+                self.curves["validation"].setdefault(task, []).append((event.epoch + 1, loss))
+            row = {f"Val · {names[t]}": v for t, v in event.losses.items() if t in names and t != "total"}
+            for key, label in METRIC_COLUMNS.items():
+                if key in event.metrics:
+                    row[label] = event.metrics[key]
+            if self.rows and self.rows[-1]["Epoch"] == event.epoch + 1:
+                self.rows[-1] |= row
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows).round(4) if self.rows else pd.DataFrame(columns=["Epoch"])
+
+    def figure(self) -> Any:
+        return plots.loss_curves(self.curves, total_epochs=self.total_epochs)
+
+    def progress(self, seconds: float) -> str:
+        width = 24
+        done = int(width * self.step / max(self.total_steps, 1))
+        return (f"**Training…** epoch {self.epoch + 1} of {self.total_epochs} · step {self.step} of "
+                f"{self.total_steps} · {seconds:.0f} s<br>`{'█' * done}{'░' * (width - done)}`")
+
+
+def result_words(result: TrainResult, seconds: float, timed_out: bool, limit_s: float) -> str:
+    """How a run ended and what it reached, in words."""
+    m, scores = result.best_metrics, []
+    if "accuracy" in m:
+        scores.append(f"topic accuracy {100 * m['accuracy']:.0f}%")
+    if "mae" in m:
+        scores.append(f"sentiment off by {m['mae']:.2f} on average")
+    best = ""
+    if scores and result.best_epoch is not None:
+        best = f" Best epoch {result.best_epoch + 1}: {', '.join(scores)} on the held-out rows."
+    if timed_out:
+        head = (f"**Stopped at this server's limit of {limit_s:g} s per run** after {result.steps} steps; "
+                "the model keeps what it learned.")
+    elif result.stopped:
+        head = f"**Stopped** after {result.steps} steps; the model keeps what it learned so far."
+    elif result.stopped_early:
+        head = (f"**Done in {seconds:.0f} s.** Validation stopped improving, so the run ended early "
+                "with the best epoch's weights.")
+    else:
+        head = f"**Done in {seconds:.0f} s:** {len(result.history)} epochs, {result.steps} steps."
+    return (f"{head}{best}<br>It is now **your model in the Classify tab**; "
+            "the **Download** button saves it as a zip: Sentence Lab, sentence-transformers or ONNX.")
+
+
+def describe_data(data: Any, name: str) -> str:
+    parts = [f"**{name}**"]
+    if data.class_names:
+        parts.append(f"{len(data.class_names)} topics ({', '.join(data.class_names)})")
+    if "sentiment" in data.tasks:
+        lo, hi = data.sentiment_range
+        parts.append(f"sentiment on {lo:g} … {hi:g} for {sum(s is not None for s in data.sentiments):,} rows")
+    else:
+        parts.append("no sentiment")
+    n_val = max(1, round(len(data) * VAL_FRACTION))
+    return (" · ".join(parts)
+            + f"<br><small>{len(data) - n_val:,} rows to learn from, {n_val:,} held out to check.</small>")
+
+
+class TrainTab:
+    """The tab's handlers: the setup preview, the streaming run, the download, Stop."""
+
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+
+    def describe_setup(self, **form: Any) -> tuple[str, str]:
+        """The chosen data in words, and how many parameters the chosen freezing leaves trainable."""
+        setup = TrainForm(**form)
+        if setup.source == "csv" and not setup.csv_file:
+            return ("Upload a CSV file: a header row, a `text` column, and a `label` and/or a `sentiment` column "
+                    "(see the Guide).", "Trainable parameters: — (upload the data first)")
+        try:
+            with shown_in_page():
+                data, name = setup.data(self.shared)
+                base = self.shared.base_encoder(setup.base_model)
+        except gr.Error as exc:
+            return f"**Problem with the data:** {exc.message}", "Trainable parameters: — (choose the data first)"
+        described = describe_data(data, name)
+        gradual = bool(setup.gradual)
+        if gradual and setup.preset not in ("none", "encoder"):
+            return described, ("**Check the settings:** gradual unfreezing starts from a frozen encoder and opens "
+                               "it layer by layer: choose *Encoder frozen* or *Nothing frozen* with it.")
+        heads = MultiTaskModel.heads_for(data)
+        report = preview(base, heads, "encoder" if gradual else setup.preset)
+        text = (f"**Trainable parameters: {report.trainable:,} of {report.total:,} "
+                f"({_percent(report.trainable, report.total)})**")
+        if gradual:
+            last = preview(base, heads, "encoder", open_layers=max(whole("Epochs", setup.epochs) - 1, 0))
+            text += (f"<br>Starts with the heads only, then opens one more encoder layer each epoch: "
+                     f"{last.trainable:,} trainable ({last.open_layers} of {last.num_layers} layers) "
+                     "in the last epoch.")
+        elif setup.preset == "all":
+            text += "<br>Nothing learns with this preset: it is the baseline to compare against, not a run to start."
+        (enc, enc_total), head, mood = (report.parts[k] for k in ("encoder", "classification_head", "sentiment_head"))
+        detail = (f"encoder {_count(enc)} of {_count(enc_total)} · topic head {_count(head[0])} · "
+                  f"sentiment head {_count(mood[0])}")
+        return described, f"{text}<br><small>{detail}</small>"
+
+    def train(self, session: Session, **form: Any) -> Iterator[tuple[Any, ...]]:
+        """Train fresh heads (and the encoder, if chosen) on the chosen data, streaming curves and metrics.
+
+        Yields (loss figure, metrics table, status, model zip (at the end), Classify tab note, session).
+        The visitor's model changes only once a run has taken at least one step: a run refused, failed
+        or stopped before that leaves their previous model in use.
+        """
+        yield from self.run(TrainForm(**form), session)
+
+    def run(self, form: TrainForm, session: Session) -> Iterator[tuple[Any, ...]]:
+        """``train`` with the form as one value (the /train endpoint's fields by name: see TrainForm)."""
+        with shown_in_page():
+            yield from self._run(form, session)
+
+    def _run(self, form: TrainForm, session: Session) -> Iterator[tuple[Any, ...]]:
+        shared, limits = self.shared, self.shared.limits
+        if session.running:
+            raise bad_input("A run is already going in this page: stop it first.", title="Busy")
+        if form.preset == "all":
+            raise bad_input("‘Everything frozen’ trains nothing: it is the baseline to compare against. "
+                            "Pick another freezing preset to start a run.", title="Nothing to train")
+        config = form.training_config(limits)
+        base = shared.base_encoder(form.base_model)
+        data, name = form.data(shared)
+        train_set, val_set = data.split(VAL_FRACTION, seed=config.seed)
+        encoder_learns = config.gradual_unfreeze or config.freeze != "encoder"
+        log = RunLog(total_epochs=config.epochs)
+        session.running = True
+        session.stop.clear()
+        deadline = Deadline(limits.max_seconds, session.stop)  # the host's limit ends the run like Stop does
+        last_yield = 0.0
+        try:
+            note = model_note(session, shared.default_model)
+            preparing = ("…" if encoder_learns
+                         else ": embedding every text once (the encoder is frozen, so this is the slow part)…")
+            yield log.figure(), log.table(), f"**Preparing** {len(data):,} rows{preparing}", gr.skip(), note, session
+            encoder = shared.encoder_for_run(base, changes_weights=encoder_learns)
+            model = MultiTaskModel.for_data(data, encoder, seed=config.seed)
+            for event in train(model, train_set, val_set, config, stop=deadline):
+                log.add(event)
+                if isinstance(event, DoneEvent):
+                    result = event.result
+                    break
+                if isinstance(event, StepEvent) and time.monotonic() - last_yield < STREAM_EVERY_S:
+                    continue
+                last_yield = time.monotonic()
+                yield log.figure(), log.table(), log.progress(deadline.elapsed), gr.skip(), note, session
+            seconds = deadline.elapsed
+            timed_out = result.stopped and not session.stop.is_set()  # stopped, but not by the visitor
+            if result.steps == 0:  # stopped while preparing: nothing learned, so nothing replaces the old model
+                why = f" at this server's limit of {limits.max_seconds:g} s" if timed_out else ""
+                kept = "your previous model" if session.model is not None else "the shipped model"
+                yield (log.figure(), log.table(), f"**Stopped{why} before the first step**: nothing was learned, so "
+                       f"{kept} stays in use.", gr.skip(), note, session)
+                return
+            strategy = "gradual unfreezing" if config.gradual_unfreeze else PRESET_LABELS[form.preset].split(":")[0].lower()
+            on = "" if base is shared.encoder else f" with {base.config.model_name}"
+            session.set_model(model, f"trained on {name}{on} ({len(result.history)} epochs, {strategy})")
+            words = result_words(result, seconds, timed_out, limits.max_seconds) + f"<br><small>Data: {name}.</small>"
+            try:
+                archive = str(self.download(model, session))
+            except Exception as exc:  # noqa: BLE001 -- the trained model stays in use; only its zip is missing
+                logger.exception("could not prepare the download")
+                archive, words = None, words + f"<br>The download could not be prepared ({type(exc).__name__}: {exc})."
+            yield log.figure(), log.table(), words, archive, model_note(session, shared.default_model), session
+        finally:
+            session.running = False
+            session.stop.clear()
+
+    def download(self, model: MultiTaskModel, session: Session, fmt: str = "sentence-lab") -> Path:
+        """The model as a zip in one format, made once; it lives until this visitor's next model replaces it."""
+        if fmt in session.downloads:
+            return session.downloads[fmt]
+        if session.export_dir is None:
+            session.export_dir = Path(tempfile.mkdtemp(prefix="model-", dir=self.shared.exports))
+        name = DOWNLOAD_NAMES[fmt]
+        folder = session.export_dir / name
+        export(model, folder, fmt)
+        archive = shutil.make_archive(str(folder), "zip", root_dir=session.export_dir, base_dir=name)
+        shutil.rmtree(folder, ignore_errors=True)
+        session.downloads[fmt] = Path(archive)
+        return Path(archive)
+
+    def prepare_download(self, choice: str, session: Session) -> tuple[Any, str]:
+        """Point the download button at the visitor's model in the chosen format; say what it holds."""
+        if session.model is None or session.running:
+            return self.clear_download()
+        with shown_in_page():
+            if choice not in DOWNLOAD_FORMATS:
+                raise ConfigError(f"Unknown download format {choice!r}. Choose one of: {', '.join(DOWNLOAD_FORMATS)}")
+            archive = self.download(session.model, session, DOWNLOAD_FORMATS[choice])
+        size = archive.stat().st_size / 1e6
+        return (gr.DownloadButton(value=str(archive), interactive=True),
+                f"Ready: **{archive.name}** ({size:.1f} MB), {DOWNLOAD_HELP[choice]}")
+
+    @staticmethod
+    def clear_download() -> tuple[Any, str]:
+        """No download offered (no model of the visitor's, or it was just dropped)."""
+        return gr.DownloadButton(value=None, interactive=False), NO_DOWNLOAD
+
+    def stop(self, session: Session) -> str:
+        """Ask this visitor's run to end at its next step; the model keeps what it learned so far."""
+        if not session.running:
+            return "No run is going. Press **Start** to train."
+        session.stop.set()
+        return "**Stopping** at the next step…"
+
+
+def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.Blocks) -> TrainTab:
+    """Lay the tab out in the current ``gr.Tab`` and wire it: ``/train`` and ``/stop`` (the rest is private)."""
+    tab, lim = TrainTab(shared), shared.limits
+    private = dict(api_visibility="private")
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("### 1 · Data")
+            source = gr.Radio(SOURCE_CHOICES, value="synthetic", label="Learn from", elem_id="source")
+            size = gr.Slider(20, lim.max_rows, value=min(300, lim.max_rows), step=10, label="Rows to generate",
+                             elem_id="size")
+            csv_file = gr.File(label="CSV: text, and label and/or sentiment", file_types=[".csv"], type="filepath",
+                               visible=False, elem_id="csv-file")
+            seed = gr.Number(0, precision=0, label="Seed (same seed, same data split and same run)", elem_id="seed")
+            data_md = gr.Markdown(elem_id="data-note")
+        with gr.Column():
+            gr.Markdown("### 2 · What learns")
+            # Only names from the host's allow-list: a visitor can never point the server at a path.
+            base_model = gr.Dropdown(list(shared.models), value=shared.models[0], label="Base encoder",
+                                     allow_custom_value=False, visible=len(shared.models) > 1, elem_id="base-model")
+            preset = gr.Radio([(label, key) for key, label in PRESET_LABELS.items()], value="encoder",
+                              label="Freezing", elem_id="preset")
+            gr.Markdown("\n".join(f"- **{PRESET_LABELS[k].split(':')[0]}**: {PRESET_HELP[k]}" for k in PRESET_LABELS),
+                        elem_id="preset-help")
+            gradual = gr.Checkbox(False, label="Gradual unfreezing: open one more encoder layer each epoch",
+                                  elem_id="gradual")
+            lr_decay = gr.Slider(0.5, 1.0, value=1.0, step=0.05, label="Layer-wise LR decay (1.0 = off)",
+                                 elem_id="lr-decay")
+            params_md = gr.Markdown(elem_id="param-count")
+        with gr.Column():
+            gr.Markdown("### 3 · How long, how fast")
+            epochs = gr.Slider(1, lim.max_epochs, value=min(12, lim.max_epochs), step=1,
+                               label="Epochs (passes over the data)", elem_id="epochs")
+            learning_rate = gr.Number(0.02, label="Learning rate (heads; the encoder gets 0.00002)", elem_id="lr")
+            batch_size = gr.Slider(4, 128, value=16, step=4, label="Batch size (rows per step)", elem_id="batch-size")
+            topic_weight = gr.Slider(0, 3, value=1.0, step=0.1, label="Topic task weight", elem_id="topic-weight")
+            sentiment_weight = gr.Slider(0, 3, value=1.0, step=0.1, label="Sentiment task weight",
+                                         elem_id="sentiment-weight")
+            gr.Markdown(f"<small>Limits on this server: {lim.max_rows:,} rows, {lim.max_epochs} epochs, "
+                        f"{lim.max_seconds:g} s per run; CSV files up to {lim.max_upload_mb:g} MB.</small>")
+    with gr.Row():
+        start_btn = gr.Button("▶ Start training", variant="primary", elem_id="start-btn", scale=2)
+        stop_btn = gr.Button("■ Stop", variant="stop", elem_id="stop-btn", scale=1)
+        model_file = gr.DownloadButton("Download your model (.zip)", value=None, variant="secondary", scale=1,
+                                       interactive=False, elem_id="model-file")
+        download_format = gr.Radio(list(DOWNLOAD_FORMATS), value="Sentence Lab", label="Download as",
+                                   elem_id="download-format", scale=2)
+    download_note = gr.Markdown(NO_DOWNLOAD, elem_id="download-note")
+    stop_reply = gr.Markdown(visible=False, label="Stop")
+    train_status = gr.Markdown("Choose your settings, then press **Start**.", label="Status", elem_id="train-status")
+    loss_plot = gr.Plot(plots.loss_curves({}), label="Loss curves", elem_id="loss-plot")
+    metrics_table = gr.Dataframe(pd.DataFrame(columns=["Epoch"]), interactive=False, elem_id="metrics-table",
+                                 label="Per epoch: losses on training and held-out (Val) rows; topic accuracy "
+                                       "and macro-F1, sentiment MAE and Pearson on the held-out rows")
+
+    # The form: one value, by field name; TrainForm's field order is the /train API's parameter order.
+    components = dict(source=source, size=size, seed=seed, csv_file=csv_file, preset=preset, gradual=gradual,
+                      lr_decay=lr_decay, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                      topic_weight=topic_weight, sentiment_weight=sentiment_weight, base_model=base_model)
+    form = {f.name: components[f.name] for f in fields(TrainForm)}
+    gr.on([source.change, size.release, seed.change, csv_file.change, preset.change, gradual.change, epochs.release,
+           base_model.change, demo.load], tab.describe_setup, inputs_kwargs=form, outputs=[data_md, params_md], **private)
+    source.change(show_source_fields, source, [size, csv_file], **private)
+
+    # A second click while a run streams is ignored by the page (trigger_mode "once"); the API gets an error.
+    trained = start_btn.click(tab.train, inputs=[session], inputs_kwargs=form,
+                              outputs=[loss_plot, metrics_table, train_status, model_file, classify.model_note, session],
+                              api_name="train", concurrency_limit=lim.max_runs, concurrency_id="train",
+                              show_progress_on=[train_status])
+    trained.success(tab.prepare_download, [download_format, session], [model_file, download_note], **private)
+    download_format.change(tab.prepare_download, [download_format, session], [model_file, download_note],
+                           show_progress_on=[download_note], **private)
+    classify.default_btn.click(tab.clear_download, None, [model_file, download_note], **private)
+    # Stop's reply is for API callers; the page sees the run's own status turn to "Stopped" at the next
+    # step (a visible reply could arrive after that final status and overwrite it).
+    stop_btn.click(tab.stop, session, stop_reply, api_name="stop", concurrency_limit=None, show_progress="hidden")
+    return tab
+
+
+def show_source_fields(source: str) -> tuple[Any, Any]:
+    """The rows slider for synthetic data, the file box for a CSV."""
+    return gr.update(visible=source == "synthetic"), gr.update(visible=source == "csv")
