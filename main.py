@@ -3,7 +3,8 @@
 Task 1  the sentence encoder               core/encoder.py, core/pooling.py
 Task 2  the multi-task model               core/model.py
 Task 3  freezing and transfer learning     core/freezing.py, docs/task3.md
-Task 4  data, loss, training loop, metrics core/data.py, core/losses.py, core/training.py, core/metrics.py
+Task 4  data, loss, training loop, metrics core/data.py, core/datasets.py, core/losses.py, core/training.py,
+                                           core/metrics.py
 
 Runs offline on a CPU in under a minute; the written answers of Task 3 are in docs/task3.md.
 """
@@ -103,7 +104,7 @@ def task3_freezing(model: MultiTaskModel) -> None:
 
 def task4_training() -> None:
     heading("Task 4: Training Loop Implementation",
-            "core/data.py MultiTaskDataset / make_synthetic, core/losses.py MultiTaskLoss, "
+            "core/data.py MultiTaskDataset, core/datasets.py make_synthetic, core/losses.py MultiTaskLoss, "
             "core/training.py train / fit / evaluate, core/metrics.py")
     data = make_synthetic(400, seed=0)
     train, val = data.split(0.2, seed=0)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .version import __version__
 from .config import DEFAULT_MODEL, FREEZE_PRESETS, POOLING_MODES, EncoderConfig, HeadsConfig, TrainingConfig
-from .data import Batch, Example, MultiTaskDataset, StsPairs, collate, make_synthetic, read_csv, read_csvs, read_sts
+from .data import Batch, Example, MultiTaskDataset, collate, read_csv, read_csvs
+from .datasets import StsPairs, make_synthetic, read_sts
 from .errors import ConfigError, DataError, ModelFolderError, SentenceLabError
 from .encoder import EncodeResult, SentenceEncoder, resolve_model_path
 from .freezing import (FreezeReport, apply_preset, freeze, freeze_report, parameter_groups, preview, unfreeze,

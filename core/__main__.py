@@ -67,7 +67,8 @@ def cmd_predict(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> Any:
-    from .data import check_learnable, load_builtin, read_csvs
+    from .data import check_learnable, read_csvs
+    from .datasets import load_builtin
     from .encoder import SentenceEncoder
     from .model import MultiTaskModel
     from .training import fit
@@ -132,7 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> Any:
 
 
 def cmd_evaluate_sts(args: argparse.Namespace) -> Any:
-    from .data import read_sts
+    from .datasets import read_sts
     from .encoder import SentenceEncoder
     from .evaluation import sts_correlation
     from .model import MultiTaskModel
@@ -150,7 +151,7 @@ def cmd_evaluate_sts(args: argparse.Namespace) -> Any:
 
 def cmd_bench(args: argparse.Namespace) -> Any:
     from . import bench
-    from .data import find_datasets_dir
+    from .datasets import find_datasets_dir
     from .runtime import resolve_device
 
     device = str(resolve_device(args.device))

@@ -32,7 +32,7 @@ CUDA_CONFIGS = ("sentence-transformers", "sentence-transformers-fp16", "fp32", "
 
 def make_sentences(name: str, n: int | None = None, seed: int = 0) -> list[str]:
     """Fixed-seed sentences of real English words (from the BBC News texts), of the set's length."""
-    from .data import load_bbc_news
+    from .datasets import load_bbc_news
 
     count, (low, high) = SETS[name]
     words = " ".join(load_bbc_news().texts).split()
@@ -117,7 +117,8 @@ def run_training(data_dir: Path, *, model_name: str, epochs: int = 5, device: st
     import torch
 
     from .config import TrainingConfig
-    from .data import load_ag_news, load_sst, MultiTaskDataset
+    from .data import MultiTaskDataset
+    from .datasets import load_ag_news, load_sst
     from .model import MultiTaskModel
     from .training import evaluate, fit
 

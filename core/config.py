@@ -29,7 +29,7 @@ TASKS: tuple[str, ...] = ("classification", "sentiment")
 Padding = Literal["longest", "max_length"]
 PADDING_MODES: tuple[str, ...] = ("longest", "max_length")
 
-BUILTIN_DATASETS: tuple[str, ...] = ("synthetic", "bbc_news")  # data sets that need no files (core.data.load_builtin)
+BUILTIN_DATASETS: tuple[str, ...] = ("synthetic", "bbc_news")  # data sets that need no files (core.datasets.load_builtin)
 # Every way a model leaves the lab (core.export.export): its own folder and the two exports.
 EXPORT_FORMATS: tuple[str, ...] = ("sentence-lab", "sentence-transformers", "onnx")
 

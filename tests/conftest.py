@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import find_datasets_dir
+from core.datasets import find_datasets_dir
 from core.encoder import SentenceEncoder, resolve_model_path
 from core.model import HeadsConfig, MultiTaskModel
 from tests.helpers import LIMITED_ENV, REQUIRE_DATA_ENV, make_tiny_encoder

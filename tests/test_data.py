@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from core.data import (MAX_ERRORS_SHOWN, DataError, MultiTaskDataset, load_ag_news, load_sst, make_synthetic,
-                       read_csv, read_sts)
+from core.data import MAX_ERRORS_SHOWN, DataError, MultiTaskDataset, read_csv
+from core.datasets import load_ag_news, load_sst, make_synthetic, read_sts
 from core.losses import IGNORE_LABEL
 
 
@@ -375,7 +375,7 @@ def test_rescale_sentiment_maps_linearly_and_keeps_missing():
 
 
 def test_builtin_bbc_news_is_real_and_offline():
-    from core.data import load_builtin
+    from core.datasets import load_builtin
 
     data = load_builtin("bbc_news")
     assert len(data) == 2225

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from core.config import DEFAULT_HEADS_DIR
-from core.data import load_ag_news, load_sst
+from core.datasets import load_ag_news, load_sst
 from core.model import MultiTaskModel
 from core.training import evaluate
 

@@ -130,7 +130,7 @@ def test_cli_export(tmp_path):
 def test_saved_model_folder_has_a_model_card(tokenizer, tmp_path):
     from core.training import fit
     from core.config import TrainingConfig
-    from core.data import make_synthetic
+    from core.datasets import make_synthetic
 
     torch.manual_seed(0)
     model = MultiTaskModel(make_tiny_encoder(tokenizer), HeadsConfig(class_names=["Business", "Sci/Tech", "Sports", "World"]))

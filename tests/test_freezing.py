@@ -7,7 +7,7 @@ ones changed, every trainable parameter with a finite non-zero gradient.
 import pytest
 import torch
 
-from core.data import make_synthetic
+from core.datasets import make_synthetic
 from core.freezing import (apply_preset, encoder_layers, freeze, freeze_report, parameter_groups, unfreeze,
                            unfreeze_top_layers)
 from core.losses import MultiTaskLoss

@@ -25,7 +25,8 @@ from gradio_client.exceptions import AppError
 from safetensors.torch import load_file, save_file
 
 from core.config import HeadsConfig, TrainingConfig
-from core.data import DataError, check_learnable, make_synthetic, read_csv
+from core.data import DataError, check_learnable, read_csv
+from core.datasets import make_synthetic
 from core.encoder import SentenceEncoder
 from core.model import ModelFolderError, MultiTaskModel
 from core.training import train

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from core.config import HeadsConfig, TrainingConfig
-from core.data import MultiTaskDataset, make_synthetic
+from core.data import MultiTaskDataset
+from core.datasets import make_synthetic
 from core.model import MultiTaskModel
 from core.training import (DoneEvent, EpochEvent, StartEvent, StepEvent, ValidationEvent, evaluate, fit, train)
 from tests.helpers import make_tiny_encoder

@@ -19,7 +19,8 @@ from typing import Any, Iterator
 import gradio as gr
 
 from core import MultiTaskDataset, TrainingConfig, read_csv
-from core.data import check_learnable, load_builtin
+from core.data import check_learnable
+from core.datasets import load_builtin
 from core.errors import SentenceLabError
 from core.text import is_blank, text_problem
 

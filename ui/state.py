@@ -21,7 +21,7 @@ from typing import Any
 
 from core import MultiTaskDataset, MultiTaskModel, SentenceEncoder
 from core.config import DEFAULT_HEADS_DIR, NORMALIZE_FOR_TRAINING
-from core.data import load_builtin
+from core.datasets import load_builtin
 from core.errors import ConfigError
 
 logger = logging.getLogger("sentence_lab.app")
