@@ -114,7 +114,7 @@ def model_card(facts: ModelFacts, fmt: str = "sentence-lab", folder: str = "MODE
                              f"{d.with_sentiment} with sentiment)")
         for split, files in record.files.items():
             lines.append(f"- {split.title()} files: {', '.join(f'`{f}`' for f in files)}")
-        lines.append(f"- Time: {record.seconds} s, {record.steps} steps")
+        lines.append(f"- Time: {round(record.seconds, 2)} s, {record.steps} steps")
         lines.append("")
     lines += ["## Metrics", ""]
     rows = _metric_rows(record.metrics)
