@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import (BUILTIN_DATASETS, DEFAULT_HEADS_DIR, DEFAULT_MODEL, EXPORT_FORMATS, FREEZE_PRESETS,
+from .config import (BUILTIN_DATASETS, DEFAULT_HEADS_DIR, DEFAULT_MODEL, EXPORT_FORMATS, FREEZE_PRESETS, HEAD_SOLVERS,
                      NORMALIZE_FOR_TRAINING, POOLING_MODES, TrainingConfig)
 from .errors import ConfigError, MissingFileError, SentenceLabError, TextError
 from .text import check_texts, is_blank
@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> Any:
     from .data import check_learnable, read_csvs
     from .datasets import load_builtin
     from .encoder import SentenceEncoder
-    from .model import MultiTaskModel
+    from .model import MultiTaskModel, is_model_folder
     from .training import fit
 
     if bool(args.csv) == bool(args.builtin):
@@ -79,13 +79,18 @@ def cmd_train(args: argparse.Namespace) -> Any:
         epochs=args.epochs, learning_rate=args.lr, encoder_learning_rate=args.encoder_lr, batch_size=args.batch_size,
         freeze=args.freeze, gradual_unfreeze=args.gradual_unfreeze, layer_lr_decay=args.layer_lr_decay,
         classification_weight=args.classification_weight, sentiment_weight=args.sentiment_weight,
-        early_stopping_patience=args.patience or None, seed=args.seed, device=args.device,
+        early_stopping_patience=args.patience or None, seed=args.seed, device=args.device, head_solver=args.head_solver,
     )
     data = read_csvs(args.csv) if args.csv else load_builtin(args.builtin, size=args.size, seed=args.seed)
     check_learnable(data, " + ".join(Path(c).name for c in args.csv) or args.builtin)
     val_data = read_csvs(args.val_csv) if args.val_csv else None
+    start = MultiTaskModel.load(args.model) if is_model_folder(Path(args.model)) else None  # go on training it
+    if start is None and args.freeze in ("classification_head", "sentiment_head"):
+        raise ConfigError(f"--freeze {args.freeze} keeps a trained head as it is: pass --model DIR, a saved model "
+                          "whose head to keep (new heads start random, so a frozen one would stay random)")
     data_range = tuple(args.data_sentiment_range) if args.data_sentiment_range else data.sentiment_range
-    model_range = tuple(args.sentiment_range) if args.sentiment_range else data_range
+    model_range = start.heads_config.sentiment_range if start is not None else data_range
+    model_range = tuple(args.sentiment_range) if args.sentiment_range else model_range
     if model_range != data_range:  # e.g. SST's 0..1 onto the shipped model's -1..1
         data = data.rescale_sentiment(data_range, model_range)
         val_data = val_data.rescale_sentiment(data_range, model_range) if val_data is not None else None
@@ -93,9 +98,13 @@ def cmd_train(args: argparse.Namespace) -> Any:
         train_data = data
     else:
         train_data, val_data = data.split(args.val_fraction, seed=args.seed)
-    encoder = SentenceEncoder.from_pretrained(args.model, pooling=args.pooling, normalize=args.normalize,
-                                              projection_dim=args.projection_dim)
-    model = MultiTaskModel.for_data(data, encoder, sentiment_range=model_range, seed=args.seed)
+    if start is not None:
+        start.check_covers(data, Path(args.model).name)
+        model = start
+    else:
+        encoder = SentenceEncoder.from_pretrained(args.model, pooling=args.pooling, normalize=args.normalize,
+                                                  projection_dim=args.projection_dim)
+        model = MultiTaskModel.for_data(data, encoder, sentiment_range=model_range, seed=args.seed)
     result = fit(model, train_data, val_data, config, show_progress_bar=not args.quiet)
     model.record.files = {"train": [str(p) for p in args.csv] or [f"builtin:{args.builtin}"],
                           "validation": [str(p) for p in args.val_csv] or [f"{args.val_fraction:.0%} held out of train"]}
@@ -257,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale of the CSV's sentiment values (default: guessed, 0 1 or -1 1)")
     p.add_argument("--sentiment-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="scale the model reports sentiment on; values are mapped onto it (default: the data's)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="base encoder name or folder")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="base encoder name or folder, or a saved Sentence Lab model to go on training")
     p.add_argument("--pooling", default="mean", choices=POOLING_MODES)
     # On by default, unlike EncoderConfig.normalize: see NORMALIZE_FOR_TRAINING for the measurement.
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=NORMALIZE_FOR_TRAINING,
@@ -265,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--projection-dim", type=int, default=None)
     p.add_argument("--freeze", default=DEFAULTS.freeze, choices=FREEZE_PRESETS)
     p.add_argument("--gradual-unfreeze", action="store_true", help="open one more top encoder layer each epoch")
+    p.add_argument("--head-solver", default=DEFAULTS.head_solver, choices=HEAD_SOLVERS,
+                   help="with the encoder frozen: exact (fit the heads to the optimum, L2 penalty chosen on held-out "
+                        "rows) or sgd (the mini-batch loop)")
     p.add_argument("--layer-lr-decay", type=float, default=None, help="e.g. 0.9: lower layers learn slower")
     p.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
     p.add_argument("--lr", type=float, default=DEFAULTS.learning_rate, help="learning rate of the heads")

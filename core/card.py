@@ -108,6 +108,10 @@ def model_card(facts: ModelFacts, fmt: str = "sentence-lab", folder: str = "MODE
             f"batch {config.batch_size}; seed {config.seed}",
             f"- Task weights: topic {config.classification_weight}, sentiment {config.sentiment_weight}",
         ]
+        if record.head_fit:
+            lines.append(f"- Heads fitted exactly on the frozen encoder's embeddings (topic: L-BFGS to convergence; "
+                         f"sentiment: closed form), L2 penalty {record.head_fit.get('l2', '?')}; final fit on "
+                         f"{record.head_fit.get('final_fit', '?')}")
         for split, d in (("train", record.train_data), ("validation", record.validation_data)):
             if d is not None:
                 lines.append(f"- {split.title()} data: {d.rows} rows ({d.labelled} with a topic, "

@@ -27,6 +27,8 @@ Task = Literal["classification", "sentiment"]
 TASKS: tuple[str, ...] = ("classification", "sentiment")
 
 Padding = Literal["longest", "max_length"]
+HeadSolver = Literal["exact", "sgd"]
+HEAD_SOLVERS: tuple[str, ...] = ("exact", "sgd")
 PADDING_MODES: tuple[str, ...] = ("longest", "max_length")
 
 BUILTIN_DATASETS: tuple[str, ...] = ("synthetic", "bbc_news")  # data sets that need no files (core.datasets.load_builtin)
@@ -137,9 +139,14 @@ class TrainingConfig(_Serializable):
     seed: int = 42
     device: str | None = None  # None: cuda if available, else cpu
     cache_embeddings: bool = True  # with the encoder frozen, embed each text once
+    # With the encoder frozen the heads are convex problems on fixed embeddings: "exact" fits them to
+    # the optimum (L-BFGS / closed form, L2 penalty chosen on held-out rows), whatever the data's size;
+    # "sgd" runs the same mini-batch loop as when the encoder trains.
+    head_solver: HeadSolver = "exact"
 
     def __post_init__(self) -> None:
         _check_choice("freeze preset", self.freeze, FREEZE_PRESETS)
+        _check_choice("head_solver", self.head_solver, HEAD_SOLVERS)
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

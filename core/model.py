@@ -127,6 +127,20 @@ class MultiTaskModel(nn.Module):
         return HeadsConfig(class_names=data.class_names, sentiment="sentiment" in data.tasks,
                            sentiment_range=sentiment_range or data.sentiment_range)
 
+    def check_covers(self, data: TaskData, name: str = "this model") -> None:
+        """Refuse data this model's heads cannot learn from: topics it has no class for, or sentiment
+        values without a sentiment head (train a new model on the base encoder instead)."""
+        problems = []
+        unknown = sorted(set(data.class_names) - set(self.class_names))
+        if unknown:
+            problems.append(f"the data has topics {unknown} that {name} has no class for "
+                            f"(its topics: {', '.join(self.class_names) or 'none'})")
+        if "sentiment" in data.tasks and self.sentiment_head is None:
+            problems.append(f"the data has sentiment values and {name} has no sentiment head")
+        if problems:
+            raise ConfigError("; ".join(problems) + ". Train a new model on the base encoder instead, or bring data "
+                              "with its topics")
+
     @property
     def class_names(self) -> list[str]:
         return list(self.heads_config.class_names)
@@ -159,7 +173,10 @@ class MultiTaskModel(nn.Module):
             raise ValueError("Pass exactly one of features or pooled")
         if pooled is None:
             pooled = self.encoder.pooled(features)
-        embeddings = self.encoder.project(pooled)  # (B, D)
+        return self.heads(self.encoder.project(pooled), tasks)  # (B, D) embeddings in
+
+    def heads(self, embeddings: Tensor, tasks: Sequence[str]) -> MultiTaskOutput:
+        """The asked heads on (B, D) sentence embeddings (what ``forward`` runs after the encoder)."""
         return MultiTaskOutput(
             embeddings=embeddings,
             logits=self.classifier(embeddings) if "classification" in tasks else None,

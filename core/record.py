@@ -43,6 +43,8 @@ class TrainingRecord:
         stopped: Stop (or a time limit) ended the run.
         steps, seconds: optimizer steps and wall time of the run.
         metrics: {"validation": {"accuracy": ...}, "test": {"sst/test.csv": {...}}}.
+        head_fit: how heads on a frozen encoder were fitted exactly, per task: the L2 penalty, how it was
+            chosen, L-BFGS iterations; and which rows the final fit used.
     """
 
     config: TrainingConfig | None = None
@@ -55,6 +57,7 @@ class TrainingRecord:
     steps: int = 0
     seconds: float = 0.0
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    head_fit: dict[str, Any] = field(default_factory=dict)
 
     def add_test_metrics(self, name: str, metrics: dict[str, Any]) -> None:
         self.metrics.setdefault("test", {})[name] = metrics
@@ -68,7 +71,7 @@ class TrainingRecord:
                 "data": {"train": _dict_or_none(self.train_data), "validation": _dict_or_none(self.validation_data)},
                 "epochs_run": self.epochs_run, "best_epoch": self.best_epoch, "stopped": self.stopped,
                 "steps": self.steps, "seconds": round(self.seconds, 2),
-            }
+            } | ({"head_fit": self.head_fit} if self.head_fit else {})
         if self.metrics:
             out["metrics"] = self.metrics
         if self.files:
@@ -90,6 +93,8 @@ class TrainingRecord:
                 record.stopped = bool(training.get("stopped", False))
                 record.steps = int(training.get("steps") or 0)
                 record.seconds = float(training.get("seconds") or 0.0)
+                head_fit = training.get("head_fit")
+                record.head_fit = head_fit if isinstance(head_fit, dict) else {}
             except (TypeError, ValueError, AttributeError) as exc:
                 logger.warning("the saved training record does not read back (%s); it is left out", exc)
                 record = cls()

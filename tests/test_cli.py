@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 
 def run_cli(*args, check=True, timeout=900):
@@ -164,3 +165,22 @@ def test_every_mistake_a_user_can_make_is_one_error_class():
         assert issubclass(kind, SentenceLabError) and issubclass(kind, builtin)
     error = DataError("train.csv", [f"row {i}" for i in range(2, 15)])
     assert isinstance(error, SentenceLabError) and str(error).endswith("row 11 (and 3 more)")
+
+
+@pytest.mark.slow
+def test_train_goes_on_from_a_saved_model_and_a_frozen_head_stays_bit_identical(tiny_encoder_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_cli("train", "--builtin", "synthetic", "--size", "60", "--model", tiny_encoder_dir, "--out", first, "--quiet")
+    run_cli("train", "--builtin", "synthetic", "--size", "60", "--seed", "1", "--model", first,
+            "--freeze", "classification_head", "--epochs", "2", "--out", second, "--quiet")
+    a, b = load_file(str(first / "heads.safetensors")), load_file(str(second / "heads.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("classifier."))  # kept exactly
+    assert not torch.equal(a["sentiment_head.linear.weight"], b["sentiment_head.linear.weight"])  # learned
+    assert json.loads((second / "config.json").read_text())["encoder_weights"] == "stored"  # the encoder learned
+
+    csv = tmp_path / "other.csv"
+    csv.write_text("text,label\nA recipe for bread.,Cooking\nA goal in the final.,Sports\n")
+    assert_fails(run_cli("train", "--csv", csv, "--model", first, "--out", tmp_path / "x", check=False),
+                 "the data has topics ['Cooking'] that first has no class for")

@@ -123,9 +123,10 @@ def test_core_refuses_training_settings_out_of_range(settings, message):
         TrainingConfig(**settings)
 
 
-def test_core_refuses_a_preset_that_leaves_nothing_to_train(tiny_model):
+def test_core_refuses_a_baseline_with_no_held_out_rows_to_measure(tiny_model):
     data = make_synthetic(40, seed=0)
-    with pytest.raises(ValueError, match=r"Nothing to train: freeze preset 'all' freezes every parameter"):
+    with pytest.raises(ValueError, match=r"Nothing to train: freeze preset 'all' freezes every parameter. As a baseline "
+                                         r"it measures the model on held-out rows, and there are none"):
         list(train(tiny_model, data, None, TrainingConfig(freeze="all")))
 
 
@@ -278,8 +279,8 @@ def test_cli_train_refuses_bad_csv_in_one_line_and_saves_nothing(tmp_path, conte
                  "classification_weight and sentiment_weight are both 0", id="train task weights all 0"),
     pytest.param(["train", "--builtin", "synthetic", "--seed", "-3"], "seed must be a whole number from 0 to 2**63 - 1",
                  id="train negative seed"),
-    pytest.param(["train", "--builtin", "synthetic", "--size", "40", "--freeze", "all"],
-                 "Nothing to train: freeze preset 'all' freezes every parameter", id="train preset all"),
+    pytest.param(["train", "--builtin", "synthetic", "--size", "40", "--freeze", "sentiment_head"],
+                 "--freeze sentiment_head keeps a trained head as it is: pass --model DIR", id="train frozen random head"),
 ])
 def test_cli_refuses_bad_input_in_one_line(tmp_path, args, message):
     out = tmp_path / "model"

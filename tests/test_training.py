@@ -3,6 +3,7 @@
 import math
 import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,7 +48,8 @@ def test_event_stream(tiny_model, synthetic):
 def test_training_lowers_the_loss_on_synthetic_data(real_model, synthetic):
     train_set, val_set = synthetic
     untrained = evaluate(real_model, val_set)
-    result = fit(real_model, train_set, val_set, TrainingConfig(epochs=8, learning_rate=3e-3, early_stopping_patience=None))
+    config = TrainingConfig(epochs=8, learning_rate=3e-3, early_stopping_patience=None, head_solver="sgd")
+    result = fit(real_model, train_set, val_set, config)
     val_losses = [h["validation"]["loss"] for h in result.history]
     assert val_losses[-1] < 0.5 * val_losses[0]
     trained = evaluate(real_model, val_set)
@@ -127,7 +129,8 @@ def test_cached_and_uncached_training_agree(tokenizer, synthetic):
     results = []
     for cache in (True, False):
         model = _tiny(tokenizer)
-        results.append(fit(model, train_set, val_set, TrainingConfig(epochs=2, cache_embeddings=cache)).best_metrics)
+        config = TrainingConfig(epochs=2, cache_embeddings=cache, head_solver="sgd")
+        results.append(fit(model, train_set, val_set, config).best_metrics)
     assert results[0] == pytest.approx(results[1], abs=1e-4)
 
 
@@ -188,8 +191,8 @@ def test_gradual_unfreezing_cached_and_uncached_agree(tokenizer, synthetic):
 
 
 def test_nothing_to_train_is_refused(tiny_model, synthetic):
-    with pytest.raises(ValueError, match="Nothing to train: freeze preset 'all'"):
-        list(train(tiny_model, *synthetic, TrainingConfig(freeze="all")))
+    with pytest.raises(ValueError, match="Nothing to train: freeze preset 'all'"):  # a baseline needs held-out rows
+        list(train(tiny_model, synthetic[0], None, TrainingConfig(freeze="all")))
     sentiment_only = MultiTaskDataset(["a", "b"], [None, None], [0.1, 0.2])
     with pytest.raises(ValueError, match="Nothing to learn"):
         list(train(tiny_model, sentiment_only, None, TrainingConfig(sentiment_weight=0.0)))
@@ -218,7 +221,8 @@ def test_unknown_label_in_validation_data_names_the_row(tiny_model, synthetic):
 def test_zero_task_weight_drops_rows_that_only_carry_that_task(tiny_model):
     data = MultiTaskDataset(["a good match", "shares fell", "a new phone", "talks failed"] * 4,
                             ["Sports", None, "Sci/Tech", None] * 4, [None, -0.5, None, -0.8] * 4)
-    events = list(train(tiny_model, data, data, TrainingConfig(epochs=1, batch_size=2, classification_weight=0.0)))
+    config = TrainingConfig(epochs=1, batch_size=2, classification_weight=0.0, head_solver="sgd")
+    events = list(train(tiny_model, data, data, config))
     steps = [e for e in events if isinstance(e, StepEvent)]
     assert len(steps) == 4  # the 8 sentiment rows, 2 per batch; the topic-only rows are left out
     assert all(set(s.losses) == {"sentiment"} for s in steps)
@@ -240,3 +244,63 @@ def test_a_deadline_ends_the_run_like_stop_and_says_it_expired(tiny_model, synth
     events = list(train(tiny_model, train_set, val_set, TrainingConfig(epochs=2), stop=gone))
     result = events[-1].result
     assert gone.expired and result.stopped and result.steps == 0
+
+
+# -- heads on a frozen encoder: fitted exactly -----------------------------------------------------------
+
+
+def test_heads_on_a_frozen_encoder_reach_the_probes_optimum(real_model):
+    """Eight rows per topic: the topic head is scikit-learn's converged LogisticRegression(C=1) on the same
+    embeddings, the sentiment head its Ridge(alpha=1), fitted on every row given (training + held-out)."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    data = make_synthetic(32, seed=3)
+    train_set, val_set = data.split(0.25, seed=0)
+    model = MultiTaskModel.for_data(data, real_model.encoder, seed=0)
+    result = fit(model, train_set, val_set, TrainingConfig())
+    assert not result.stopped and result.steps > 1 and {"accuracy", "pearson"} <= set(result.best_metrics)
+    assert model.record.head_fit["final_fit"] == "training + held-out rows"
+
+    X = model.encoder.encode(data.texts)  # (32, 384): what the heads see
+    labels = data.label_ids(model.class_names).numpy()
+    probe = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(X, labels)
+    ridge = Ridge(alpha=1.0).fit(X, data.sentiment_targets().numpy())
+    out = model.predict_tensors(data.texts)
+    assert np.abs(torch.softmax(out.logits, -1).numpy() - probe.predict_proba(X)).max() < 1e-4
+    assert np.abs(out.sentiment.numpy() - ridge.predict(X)).max() < 1e-4
+
+
+def test_an_exact_fit_is_deterministic_streams_its_iterations_and_stops_when_asked(real_model, synthetic):
+    import threading
+
+    train_set, val_set = synthetic
+    heads = []
+    for _ in range(2):
+        model = MultiTaskModel.for_data(train_set, real_model.encoder, seed=5)
+        events = list(train(model, train_set, val_set, TrainingConfig(epochs=3, seed=5)))
+        heads.append({k: v.clone() for k, v in model.state_dict().items() if not k.startswith("encoder.")})
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert events[0].cached and [s.global_step for s in steps] == list(range(1, len(steps) + 1))
+    assert steps[-1].losses["classification"] < steps[0].losses["classification"]  # the curve goes down
+
+    stop = threading.Event()
+    model = MultiTaskModel.for_data(train_set, real_model.encoder, seed=5)
+    partial = []
+    for event in train(model, train_set, val_set, TrainingConfig(epochs=3, seed=5), stop=stop):
+        if isinstance(event, StepEvent) and event.global_step == 3:
+            stop.set()
+        partial.append(event)
+    result = partial[-1].result
+    assert result.stopped and result.steps == 3 and model.record.head_fit["final_fit"] == "training rows"
+
+
+def test_everything_frozen_is_a_baseline_with_the_figures_evaluate_gives(tiny_model, synthetic):
+    train_set, val_set = synthetic
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    events = list(train(tiny_model, train_set, val_set, TrainingConfig(freeze="all")))
+    assert [e.kind for e in events] == ["start", "validation", "done"]
+    result = events[-1].result
+    assert result.steps == 0 and all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
+    expected = evaluate(tiny_model, val_set)
+    assert result.best_metrics == pytest.approx(expected, abs=1e-6)
