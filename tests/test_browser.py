@@ -127,6 +127,7 @@ def test_a_visitor_clicks_through_all_four_tabs(page):
     expect(page.locator("#model-file")).to_be_disabled()  # nothing to download before a run
     # Long enough that Stop, not early stopping, ends it: the most rows, small steps, many epochs
     # (a short run at a high rate finished by early stopping in 8 s under load, before Stop landed).
+    page.locator("#preset").get_by_label("Nothing frozen: train everything").check()  # the encoder trains: a long run
     for field, value in (("#size", "1000"), ("#epochs", "100"), ("#batch-size", "4"), ("#lr", "0.0005")):
         box = page.locator(f"{field} input[type=number]")
         box.fill(value)

@@ -1,6 +1,6 @@
-"""A person's own small CSV (24 rows, 4 topics, sentiment -1..1) through the CLI with its defaults, on the
-real model: unseen sentences get the topic a logistic-regression probe on the same rows gives, and the
-sentiment sign a ridge probe gives (the heads on a frozen encoder are those probes, fitted exactly)."""
+"""A person's own small CSV (24 rows, 4 topics, sentiment -1..1), through the CLI and the app with their
+defaults, on the real model: unseen sentences get the topic a logistic-regression probe on the same rows
+gives, and the sentiment sign a ridge probe gives (the heads on a frozen encoder are those probes)."""
 
 from __future__ import annotations
 
@@ -56,25 +56,49 @@ UNSEEN = [
 ]
 
 
-def test_a_small_csv_gives_the_probes_answers_on_unseen_sentences(tmp_path):
-    from sklearn.linear_model import LogisticRegression, Ridge
-
-    from core import SentenceEncoder
-
+def _csv(tmp_path) -> str:
     path = tmp_path / "mine.csv"
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["text", "label", "sentiment"])
         writer.writerows(ROWS)
-    run_cli("train", "--csv", path, "--out", tmp_path / "model", "--quiet")  # the CLI's defaults
-    ours = json.loads(run_cli("predict", "--model", tmp_path / "model", "--json", "--quiet", *UNSEEN).stdout)
+    return str(path)
 
-    encoder = SentenceEncoder.from_pretrained(normalize=True)  # what train's heads see by default
+
+def _probe_differences(predictions: list[dict]) -> tuple[int, int]:
+    """Unseen sentences whose topic / sentiment sign differ from scikit-learn's probes on the same 24 rows."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    from core import SentenceEncoder
+
+    encoder = SentenceEncoder.from_pretrained(normalize=True)  # what the heads see by default, in the CLI and the app
     X, unseen = encoder.encode([r[0] for r in ROWS]), encoder.encode(UNSEEN)
     topics = LogisticRegression(C=1.0, max_iter=2000).fit(X, [r[1] for r in ROWS]).predict(unseen)
     signs = np.sign(Ridge(alpha=1.0).fit(X, [r[2] for r in ROWS]).predict(unseen))
-    topic_misses = sum(p["label"] != t for p, t in zip(ours, topics))
-    sign_misses = sum(np.sign(p["sentiment"]) != s for p, s in zip(ours, signs))
-    print(f"\n24-row CSV, 12 unseen sentences: {topic_misses} topic and {sign_misses} sign differences from the probes")
-    assert topic_misses <= 1 and sign_misses == 0, [(p["text"], p["label"], p["sentiment"]) for p in ours]
     assert list(topics).count("Sports") >= 2  # the probes themselves get the obvious ones right
+    return (sum(p["label"] != t for p, t in zip(predictions, topics)),
+            sum(np.sign(p["sentiment"]) != s for p, s in zip(predictions, signs)))
+
+
+def test_a_small_csv_through_the_cli_gives_the_probes_answers(tmp_path):
+    run_cli("train", "--csv", _csv(tmp_path), "--out", tmp_path / "model", "--quiet")  # the CLI's defaults
+    ours = json.loads(run_cli("predict", "--model", tmp_path / "model", "--json", "--quiet", *UNSEEN).stdout)
+    topic_misses, sign_misses = _probe_differences(ours)
+    print(f"\nCLI, 24-row CSV: {topic_misses} topic and {sign_misses} sign differences from the probes in 12")
+    assert topic_misses <= 1 and sign_misses == 0, [(p["text"], p["label"], p["sentiment"]) for p in ours]
+
+
+def test_a_small_csv_in_the_app_with_the_pages_defaults_gives_the_probes_answers(tmp_path):
+    from ui.classify_tab import ClassifyTab
+    from ui.inputs import TrainForm
+    from ui.state import Limits, Session, Shared, load_shared_models
+    from ui.train_tab import TrainTab
+
+    shared = Shared(*load_shared_models(), Limits())
+    session = Session()
+    *_, (_, _, status, _, note, _) = TrainTab(shared).run(TrainForm(source="csv", csv_file=_csv(tmp_path)), session)
+    assert "fitted exactly" in status and "your model" in note
+    _, _, ours = ClassifyTab(shared).classify("\n".join(UNSEEN), session)
+    topic_misses, sign_misses = _probe_differences(ours)
+    print(f"\napp, 24-row CSV: {topic_misses} topic and {sign_misses} sign differences from the probes in 12")
+    assert topic_misses <= 1 and sign_misses == 0, [(p["text"], p["label"], p["sentiment"]) for p in ours]

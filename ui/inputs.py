@@ -139,7 +139,6 @@ class TrainForm:
             batch_size=whole("Batch size", self.batch_size), freeze=self.preset, gradual_unfreeze=bool(self.gradual),
             layer_lr_decay=None if decay >= 1 else decay, classification_weight=number("Topic weight", self.topic_weight),
             sentiment_weight=number("Sentiment weight", self.sentiment_weight), seed=whole("Seed", self.seed),
-            head_solver="sgd",  # the page streams the mini-batch loop until the Train tab shows exact fits
         )
 
     def data(self, shared: Shared) -> tuple[MultiTaskDataset, str]:

@@ -111,8 +111,8 @@ class RunLog:
                 f"{self.total_steps} · {seconds:.0f} s<br>`{'█' * done}{'░' * (width - done)}`")
 
 
-def result_words(result: TrainResult, seconds: float, timed_out: bool, limit_s: float) -> str:
-    """How a run ended and what it reached, in words."""
+def result_words(result: TrainResult, seconds: float, timed_out: bool, limit_s: float, exact: bool = False) -> str:
+    """How a run ended and what it reached, in words (``exact``: heads fitted exactly on a frozen encoder)."""
     m, scores = result.best_metrics, []
     if "accuracy" in m:
         scores.append(f"topic accuracy {100 * m['accuracy']:.0f}%")
@@ -126,6 +126,9 @@ def result_words(result: TrainResult, seconds: float, timed_out: bool, limit_s: 
                 "the model keeps what it learned.")
     elif result.stopped:
         head = f"**Stopped** after {result.steps} steps; the model keeps what it learned so far."
+    elif exact:
+        head = (f"**Done in {seconds:.0f} s:** the heads were fitted exactly on the frozen encoder's embeddings "
+                f"({result.steps} steps of L-BFGS), then once more on every row, the held-out ones included.")
     elif result.stopped_early:
         head = (f"**Done in {seconds:.0f} s.** Validation stopped improving, so the run ended early "
                 "with the best epoch's weights.")
@@ -183,6 +186,9 @@ class TrainTab:
                      "in the last epoch.")
         elif setup.preset == "all":
             text += "<br>Nothing learns with this preset: it is the baseline to compare against, not a run to start."
+        elif setup.preset == "encoder":
+            text += ("<br>Only the heads learn, on fixed sentence vectors: they are fitted exactly, in seconds, so "
+                     "epochs, learning rate and batch size do not matter here.")
         (enc, enc_total), head, mood = (report.parts[k] for k in ("encoder", "classification_head", "sentiment_head"))
         detail = (f"encoder {_count(enc)} of {_count(enc_total)} · topic head {_count(head[0])} · "
                   f"sentiment head {_count(mood[0])}")
@@ -246,7 +252,8 @@ class TrainTab:
             strategy = "gradual unfreezing" if config.gradual_unfreeze else PRESET_LABELS[form.preset].split(":")[0].lower()
             on = "" if base is shared.encoder else f" with {base.config.model_name}"
             session.set_model(model, f"trained on {name}{on} ({len(result.history)} epochs, {strategy})")
-            words = result_words(result, seconds, timed_out, limits.max_seconds) + f"<br><small>Data: {name}.</small>"
+            exact = bool(model.record.head_fit)
+            words = result_words(result, seconds, timed_out, limits.max_seconds, exact) + f"<br><small>Data: {name}.</small>"
             try:
                 archive = str(self.download(model, session))
             except Exception as exc:  # noqa: BLE001 -- the trained model stays in use; only its zip is missing
