@@ -14,8 +14,8 @@ from .losses import LossOutput, MultiTaskLoss
 from .model import MultiTaskModel
 from .outputs import MultiTaskOutput, Prediction
 from .record import TrainingRecord
-from .training import (Deadline, DoneEvent, EpochEvent, StartEvent, StepEvent, TrainResult, ValidationEvent, evaluate,
-                       fit, train)
+from .training import (Deadline, DoneEvent, EpochEvent, PrepareEvent, StartEvent, StepEvent, TrainResult,
+                       ValidationEvent, evaluate, fit, train)
 
 __all__ = [
     "DEFAULT_MODEL", "FREEZE_PRESETS", "POOLING_MODES", "EncoderConfig", "HeadsConfig", "TrainingConfig",
@@ -25,5 +25,5 @@ __all__ = [
     "FreezeReport", "apply_preset", "freeze", "freeze_report", "parameter_groups", "preview", "unfreeze",
     "unfreeze_top_layers", "TrainingRecord",
     "LossOutput", "MultiTaskLoss", "MultiTaskModel", "MultiTaskOutput", "Prediction",
-    "Deadline", "DoneEvent", "EpochEvent", "StartEvent", "StepEvent", "TrainResult", "ValidationEvent", "evaluate", "fit", "train",
+    "Deadline", "DoneEvent", "EpochEvent", "PrepareEvent", "StartEvent", "StepEvent", "TrainResult", "ValidationEvent", "evaluate", "fit", "train",
 ]

@@ -27,10 +27,10 @@ logger = logging.getLogger(__name__)
 PARTS = ("encoder", "projection", "classification_head", "sentiment_head")
 PRESET_HELP = {
     "none": "Train everything: best accuracy on enough data, slowest, can forget what the encoder knew.",
-    "all": "Train nothing: the pretrained model as it is, a baseline to compare against.",
+    "all": "Train nothing: measure the model as it is on held-out rows, a baseline to compare against.",
     "encoder": "Freeze the encoder, train only the heads: fast (embeddings are computed once), safe on small data.",
-    "classification_head": "Keep the topic head fixed; the encoder and the sentiment head learn.",
-    "sentiment_head": "Keep the sentiment head fixed; the encoder and the topic head learn.",
+    "classification_head": "Keep a trained topic head exactly as it is; the encoder and the sentiment head learn.",
+    "sentiment_head": "Keep a trained sentiment head exactly as it is; the encoder and the topic head learn.",
 }
 
 

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 # An exact fit on a frozen encoder streams its L-BFGS iterations: this many make one "epoch" of the curves.
 ITERATIONS_PER_EPOCH = 25
+MIN_ROWS_TO_STOP_EARLY = 50  # held-out rows early stopping needs; with fewer, every epoch runs
 
 
 class StopFlag(Protocol):
@@ -71,6 +72,15 @@ class StartEvent:
     freeze: FreezeReport
     cached: bool  # the frozen part of the encoder runs once, not every step
     kind: str = "start"
+
+
+@dataclass
+class PrepareEvent:
+    """Work before the first step: ``done`` of ``total`` texts embedded (the frozen encoder runs once)."""
+
+    done: int
+    total: int
+    kind: str = "prepare"
 
 
 @dataclass
@@ -123,7 +133,8 @@ class DoneEvent:
     kind: str = "done"
 
 
-Event = StartEvent | StepEvent | EpochEvent | ValidationEvent | DoneEvent
+Event = StartEvent | PrepareEvent | StepEvent | EpochEvent | ValidationEvent | DoneEvent
+EMBED_CHUNK = 256  # texts embedded between two PrepareEvents
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -249,7 +260,15 @@ def train(
                                                    layer_lr_decay=config.layer_lr_decay, weight_decay=config.weight_decay))
     steps_per_epoch = math.ceil(len(train_data) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(int(config.warmup_ratio * total_steps), total_steps))
+    # The warm-up never takes more than the first epoch: a long run on little data must not spend its
+    # first epochs at a fraction of the rate.
+    warmup = min(int(config.warmup_ratio * total_steps), steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(warmup, total_steps))
+    # Early stopping judges on held-out rows; on a handful of them it would judge noise, so it needs enough.
+    patience = config.early_stopping_patience if val_data is not None and len(val_data) >= MIN_ROWS_TO_STOP_EARLY else None
+    if config.early_stopping_patience and patience is None:
+        logger.info("early stopping is off: %d held-out rows are too few to judge on (%d needed)",
+                    len(val_data) if val_data is not None else 0, MIN_ROWS_TO_STOP_EARLY)
     loss_fn = MultiTaskLoss(config.task_weights)
     generator = torch.Generator().manual_seed(config.seed)
     yield StartEvent(total_steps=total_steps, steps_per_epoch=steps_per_epoch, freeze=report,
@@ -316,7 +335,7 @@ def train(
                 bad_epochs += 1
             yield ValidationEvent(epoch=epoch, loss=val_loss, losses=val_losses, metrics=metrics, is_best=is_best)
             history.append(entry)
-            if config.early_stopping_patience and bad_epochs >= config.early_stopping_patience:
+            if patience and bad_epochs >= patience:
                 stopped_early = True
                 break
         else:
@@ -373,12 +392,17 @@ def _fits_exactly(model: MultiTaskModel, config: TrainingConfig) -> bool:
 
 
 @torch.no_grad()
-def _embeddings(model: MultiTaskModel, data: MultiTaskDataset, batch_size: int) -> torch.Tensor:
-    """(N, D) what the heads see (pooled, projected, normalised as the model does), float64."""
-    pooled = model.encoder.embed(data.texts, batch_size=max(batch_size, 64), convert_to="tensor",
-                                 stage="pooled").embeddings
-    with eval_mode(model):
-        return model.encoder.project(pooled).double()
+def _embeddings(model: MultiTaskModel, texts: list[str], batch_size: int, out: list[torch.Tensor],
+                done: int, total: int) -> Iterator[PrepareEvent]:
+    """Append to ``out`` the (N, D) vectors the heads see (pooled, projected, normalised as the model does,
+    float64), a chunk at a time, saying after each how many of ``total`` texts are done."""
+    for start in range(0, len(texts), EMBED_CHUNK):
+        chunk = texts[start:start + EMBED_CHUNK]
+        pooled = model.encoder.embed(chunk, batch_size=max(batch_size, 64), convert_to="tensor",
+                                     stage="pooled").embeddings
+        with eval_mode(model):
+            out.append(model.encoder.project(pooled).double())
+        yield PrepareEvent(done=done + start + len(chunk), total=total)
 
 
 def _set_linear(linear: torch.nn.Linear, weight: torch.Tensor, bias: torch.Tensor) -> None:
@@ -398,11 +422,16 @@ def _fit_heads_exactly(model: MultiTaskModel, train_data: MultiTaskDataset, val_
     """
     total_steps = config.epochs * ITERATIONS_PER_EPOCH
     yield StartEvent(total_steps=total_steps, steps_per_epoch=ITERATIONS_PER_EPOCH, freeze=report, cached=True)
-    X = _embeddings(model, train_data, config.batch_size)  # (N, D)
-    labels, targets = train_data.label_ids(model.class_names), train_data.sentiment_targets()
     has_val = val_data is not None and len(val_data) > 0
+    total = len(train_data) + (len(val_data) if has_val else 0)
+    train_parts: list[torch.Tensor] = []
+    val_parts: list[torch.Tensor] = []
+    yield from _embeddings(model, train_data.texts, config.batch_size, train_parts, 0, total)
+    X = torch.cat(train_parts)  # (N, D)
+    labels, targets = train_data.label_ids(model.class_names), train_data.sentiment_targets()
     if has_val:
-        X_val = _embeddings(model, val_data, config.batch_size)
+        yield from _embeddings(model, val_data.texts, config.batch_size, val_parts, len(train_data), total)
+        X_val = torch.cat(val_parts)
         val_labels, val_targets = val_data.label_ids(model.class_names), val_data.sentiment_targets()
     rows = {"classification": labels != IGNORE_LABEL, "sentiment": ~torch.isnan(targets)}
     val_rows = {"classification": val_labels != IGNORE_LABEL, "sentiment": ~torch.isnan(val_targets)} if has_val else {}

@@ -229,3 +229,29 @@ def test_stop_through_the_app_keeps_a_usable_model(limited_server, delay):
     other = classify(Client(limited_server.url, verbose=False))  # another visitor: still the shipped model
     for a, b in zip(other, shipped, strict=True):
         assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
+
+
+# -- runs that start from the model in use ------------------------------------------------------------------
+
+
+def test_everything_frozen_measures_the_model_in_use_and_keeps_it(lab):
+    from core.training import evaluate
+
+    session = Session()
+    outputs = list(lab.run(TrainForm(size=60, preset="all"), session))
+    status = outputs[-1][2]
+    assert status.startswith("**Baseline:** nothing was trained") and session.model is None  # the shipped one stays
+    _, val_set = TrainForm(size=60).data(lab.shared)[0].split(train_tab.VAL_FRACTION, seed=0)
+    accuracy = evaluate(lab.shared.default_model, val_set)["accuracy"]
+    assert f"topic accuracy {100 * accuracy:.0f}%" in status
+
+
+def test_a_head_frozen_run_starts_from_the_model_in_use_and_keeps_that_head(lab):
+    session = Session()
+    shipped = weights(lab.shared.default_model)
+    list(lab.run(TrainForm(size=60, preset="classification_head", epochs=1, batch_size=8), session))
+    mine = weights(session.model)
+    heads = [k for k in shipped if k.startswith("classifier.")]
+    assert heads and all(torch.equal(shipped[k], mine[k]) for k in heads)  # bit-identical
+    assert not torch.equal(shipped["sentiment_head.linear.weight"], mine["sentiment_head.linear.weight"])
+    assert same_weights(shipped, weights(lab.shared.default_model)), "the shipped model itself is untouched"

@@ -11,7 +11,8 @@ from core.config import HeadsConfig, TrainingConfig
 from core.data import MultiTaskDataset
 from core.datasets import make_synthetic
 from core.model import MultiTaskModel
-from core.training import (DoneEvent, EpochEvent, StartEvent, StepEvent, ValidationEvent, evaluate, fit, train)
+from core.training import (DoneEvent, EpochEvent, PrepareEvent, StartEvent, StepEvent, ValidationEvent, evaluate, fit,
+                           train)
 from tests.helpers import make_tiny_encoder
 
 CLASSES = ["Business", "Sci/Tech", "Sports", "World"]
@@ -282,6 +283,8 @@ def test_an_exact_fit_is_deterministic_streams_its_iterations_and_stops_when_ask
     assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
     steps = [e for e in events if isinstance(e, StepEvent)]
     assert events[0].cached and [s.global_step for s in steps] == list(range(1, len(steps) + 1))
+    prepared = [(e.done, e.total) for e in events if isinstance(e, PrepareEvent)]  # the embedding pass, told
+    assert prepared[-1] == (len(train_set) + len(val_set),) * 2 and prepared == sorted(prepared)
     assert steps[-1].losses["classification"] < steps[0].losses["classification"]  # the curve goes down
 
     stop = threading.Event()
@@ -304,3 +307,15 @@ def test_everything_frozen_is_a_baseline_with_the_figures_evaluate_gives(tiny_mo
     assert result.steps == 0 and all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
     expected = evaluate(tiny_model, val_set)
     assert result.best_metrics == pytest.approx(expected, abs=1e-6)
+
+
+def test_little_data_is_not_stopped_early_on_a_handful_of_rows_nor_spent_in_warm_up(tiny_model):
+    train_set, val_set = make_synthetic(24, seed=1).split(0.2, seed=0)  # 19 rows to learn from, 5 held out
+    # This rate makes the held-out loss bounce: on 60 rows, patience 1 stops such a run (see above).
+    config = TrainingConfig(epochs=6, batch_size=32, freeze="none", learning_rate=0.3, encoder_learning_rate=0.05,
+                            early_stopping_patience=1, warmup_ratio=0.5, head_solver="sgd")
+    events = list(train(tiny_model, train_set, val_set, config))
+    result = events[-1].result
+    assert len(result.history) == 6 and not result.stopped_early
+    steps = [e for e in events if isinstance(e, StepEvent)]  # one step per epoch; each says the next step's rate
+    assert steps[0].learning_rate == pytest.approx(config.learning_rate)  # warm-up over after the first epoch

@@ -51,3 +51,12 @@ def test_pairs_are_ranked_and_told_in_words():
     words = pairs_in_words(["a", "b", "c"], pairs, normalize=True)
     assert "**Most alike:** “a” and “b”: **0.90**" in words and "**Least alike:** “a” and “c”: **0.10**" in words
     assert pairs_in_words(["a"], [], normalize=True).startswith("Add a second line")
+
+
+def test_a_run_near_guessing_says_it_barely_learned_and_what_to_add():
+    from ui.train_tab import barely_learned
+
+    assert barely_learned({"accuracy": 0.9, "pearson": 0.7}, 4) == ""
+    weak = barely_learned({"accuracy": 0.3, "pearson": float("nan")}, 4)
+    assert "**It barely learned:**" in weak and "close to guessing (25% for 4 topics)" in weak
+    assert "8 or more per topic" in weak and "sentiment barely follows" in weak

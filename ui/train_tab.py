@@ -6,6 +6,7 @@ line, bounds the run by the host's limits, and makes the visitor's model the one
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import tempfile
@@ -17,7 +18,8 @@ from typing import Any, Iterator
 import gradio as gr
 import pandas as pd
 
-from core import Deadline, DoneEvent, EpochEvent, MultiTaskModel, StartEvent, StepEvent, TrainResult, ValidationEvent
+from core import (Deadline, DoneEvent, EpochEvent, MultiTaskModel, PrepareEvent, StartEvent, StepEvent, TrainResult,
+                  ValidationEvent)
 from core import plots, train
 from core.errors import ConfigError
 from core.export import export
@@ -50,6 +52,7 @@ PRESET_LABELS = {
 SOURCE_CHOICES = [("Synthetic sentences (generated, 4 topics + sentiment)", "synthetic"),
                   ("BBC News articles (real, 5 topics)", "bbc_news"),
                   ("My CSV file", "csv")]
+STARTS_FROM_CURRENT = ("all", "classification_head", "sentiment_head")  # presets that need the model in use
 METRIC_COLUMNS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "mae": "MAE", "pearson": "Pearson"}  # validation
 
 
@@ -71,6 +74,7 @@ class RunLog:
     total_steps: int = 0
     step: int = 0
     epoch: int = 0
+    embedded: tuple[int, int] | None = None  # (done, total) texts while the frozen encoder embeds them
     # split -> task -> [(epoch, loss), ...]; training points are per step, at fractional epochs
     curves: dict[str, dict[str, list[tuple[float, float]]]] = field(
         default_factory=lambda: {"train": {}, "validation": {}})
@@ -80,6 +84,8 @@ class RunLog:
         names = plots.TASK_NAMES
         if isinstance(event, StartEvent):
             self.steps_per_epoch, self.total_steps = event.steps_per_epoch, event.total_steps
+        elif isinstance(event, PrepareEvent):
+            self.embedded = (event.done, event.total)
         elif isinstance(event, StepEvent):
             self.step, self.epoch = event.global_step, event.epoch
             x = event.epoch + event.step / self.steps_per_epoch
@@ -106,18 +112,46 @@ class RunLog:
 
     def progress(self, seconds: float) -> str:
         width = 24
+        if self.step == 0 and self.embedded is not None:  # the phase before the first step
+            done, total = self.embedded
+            bar = int(width * done / max(total, 1))
+            return (f"**Embedding texts…** {done:,} of {total:,} (the encoder is frozen: each text is read once) · "
+                    f"{seconds:.0f} s<br>`{'█' * bar}{'░' * (width - bar)}`")
         done = int(width * self.step / max(self.total_steps, 1))
         return (f"**Training…** epoch {self.epoch + 1} of {self.total_epochs} · step {self.step} of "
                 f"{self.total_steps} · {seconds:.0f} s<br>`{'█' * done}{'░' * (width - done)}`")
 
 
+def _scores(metrics: dict[str, float]) -> list[str]:
+    scores = []
+    if "accuracy" in metrics:
+        scores.append(f"topic accuracy {100 * metrics['accuracy']:.0f}%")
+    if "mae" in metrics:
+        scores.append(f"sentiment off by {metrics['mae']:.2f} on average")
+    return scores
+
+
+def barely_learned(metrics: dict[str, float], num_classes: int) -> str:
+    """A plain warning when the held-out figures are close to guessing; empty when they are not."""
+    weak = []
+    chance = 1 / max(num_classes, 1)
+    if "accuracy" in metrics and num_classes > 1 and metrics["accuracy"] < chance + 0.1:
+        weak.append(f"its topic accuracy is close to guessing ({100 * chance:.0f}% for {num_classes} topics); add rows "
+                    "(8 or more per topic), make the topics more distinct, or check the labels")
+    if "pearson" in metrics and not metrics["pearson"] >= 0.2:  # NaN too: constant predictions
+        weak.append("its sentiment barely follows the values; add rows across the whole scale")
+    return f"<br>**It barely learned:** on the held-out rows {'; and '.join(weak)}." if weak else ""
+
+
+def baseline_words(result: TrainResult, rows: int) -> str:
+    """What "Everything frozen" measured: the model in use, as it is, on the held-out rows."""
+    return (f"**Baseline:** nothing was trained. The model in use scores {', '.join(_scores(result.best_metrics))} "
+            f"on the {rows:,} held-out rows: the figures a run must beat. It stays in use.")
+
+
 def result_words(result: TrainResult, seconds: float, timed_out: bool, limit_s: float, exact: bool = False) -> str:
     """How a run ended and what it reached, in words (``exact``: heads fitted exactly on a frozen encoder)."""
-    m, scores = result.best_metrics, []
-    if "accuracy" in m:
-        scores.append(f"topic accuracy {100 * m['accuracy']:.0f}%")
-    if "mae" in m:
-        scores.append(f"sentiment off by {m['mae']:.2f} on average")
+    scores = _scores(result.best_metrics)
     best = ""
     if scores and result.best_epoch is not None:
         best = f" Best epoch {result.best_epoch + 1}: {', '.join(scores)} on the held-out rows."
@@ -185,7 +219,11 @@ class TrainTab:
                      f"{last.trainable:,} trainable ({last.open_layers} of {last.num_layers} layers) "
                      "in the last epoch.")
         elif setup.preset == "all":
-            text += "<br>Nothing learns with this preset: it is the baseline to compare against, not a run to start."
+            text += ("<br>Nothing learns with this preset: **Start** measures the model in use on the held-out rows, "
+                     "the baseline to compare other runs against.")
+        elif setup.preset in STARTS_FROM_CURRENT:
+            text += ("<br>Starts from the model in use (see the Classify tab) and keeps this head exactly as it is; "
+                     "the data's topics must be among that model's.")
         elif setup.preset == "encoder":
             text += ("<br>Only the heads learn, on fixed sentence vectors: they are fitted exactly, in seconds, so "
                      "epochs, learning rate and batch size do not matter here.")
@@ -212,12 +250,18 @@ class TrainTab:
         shared, limits = self.shared, self.shared.limits
         if session.running:
             raise bad_input("A run is already going in this page: stop it first.", title="Busy")
-        if form.preset == "all":
-            raise bad_input("‘Everything frozen’ trains nothing: it is the baseline to compare against. "
-                            "Pick another freezing preset to start a run.", title="Nothing to train")
         config = form.training_config(limits)
         base = shared.base_encoder(form.base_model)
         data, name = form.data(shared)
+        # The baseline and the head-frozen presets start from the model in use (the shipped one, or the
+        # visitor's): a head kept as it is must be a trained one, and a baseline measures that model.
+        current = session.model_in_use(shared) if form.preset in STARTS_FROM_CURRENT else None
+        if form.preset in STARTS_FROM_CURRENT:
+            if current is None:
+                raise bad_input("There is no model in use to start from yet: train one with the encoder frozen first.")
+            current.check_covers(data, "the model in use")
+            if "sentiment" in data.tasks and data.sentiment_range != current.heads_config.sentiment_range:
+                data = data.rescale_sentiment(data.sentiment_range, current.heads_config.sentiment_range)
         train_set, val_set = data.split(VAL_FRACTION, seed=config.seed)
         encoder_learns = config.gradual_unfreeze or config.freeze != "encoder"
         log = RunLog(total_epochs=config.epochs)
@@ -230,8 +274,12 @@ class TrainTab:
             preparing = ("…" if encoder_learns
                          else ": embedding every text once (the encoder is frozen, so this is the slow part)…")
             yield log.figure(), log.table(), f"**Preparing** {len(data):,} rows{preparing}", gr.skip(), note, session
-            encoder = shared.encoder_for_run(base, changes_weights=encoder_learns)
-            model = MultiTaskModel.for_data(data, encoder, seed=config.seed)
+            if current is not None:
+                with shared.tokenizer_lock:
+                    model = copy.deepcopy(current)  # its own weights: the encoder may learn, the original stays
+            else:
+                encoder = shared.encoder_for_run(base, changes_weights=encoder_learns)
+                model = MultiTaskModel.for_data(data, encoder, seed=config.seed)
             for event in train(model, train_set, val_set, config, stop=deadline):
                 log.add(event)
                 if isinstance(event, DoneEvent):
@@ -242,6 +290,9 @@ class TrainTab:
                 last_yield = time.monotonic()
                 yield log.figure(), log.table(), log.progress(deadline.elapsed), gr.skip(), note, session
             seconds = deadline.elapsed
+            if form.preset == "all":
+                yield log.figure(), log.table(), baseline_words(result, len(val_set)), gr.skip(), note, session
+                return
             timed_out = result.stopped and not session.stop.is_set()  # stopped, but not by the visitor
             if result.steps == 0:  # stopped while preparing: nothing learned, so nothing replaces the old model
                 why = f" at this server's limit of {limits.max_seconds:g} s" if timed_out else ""
@@ -253,7 +304,8 @@ class TrainTab:
             on = "" if base is shared.encoder else f" with {base.config.model_name}"
             session.set_model(model, f"trained on {name}{on} ({len(result.history)} epochs, {strategy})")
             exact = bool(model.record.head_fit)
-            words = result_words(result, seconds, timed_out, limits.max_seconds, exact) + f"<br><small>Data: {name}.</small>"
+            words = (result_words(result, seconds, timed_out, limits.max_seconds, exact)
+                     + barely_learned(result.best_metrics, len(model.class_names)) + f"<br><small>Data: {name}.</small>")
             try:
                 archive = str(self.download(model, session))
             except Exception as exc:  # noqa: BLE001 -- the trained model stays in use; only its zip is missing
