@@ -282,16 +282,43 @@ def loss_curves(curves: Curves, *, total_epochs: int | None = None) -> go.Figure
             ))
     if not fig.data:
         return message_figure("Press Start: the loss curves draw here while the model learns.", height=380)
+    return _curves_layout(fig, "Loss (lower is better)", "loss", 380, [0, total_epochs] if total_epochs else None)
+
+
+def _curves_layout(fig: go.Figure, title: str, y_title: str, height: int, x_range: list[float] | None = None) -> go.Figure:
+    """The look every curve plot shares: title top left, legend above, epochs along, loss from zero up."""
     fig.update_layout(
-        title=dict(text="Loss (lower is better)", x=0.01, font=dict(size=15)), height=380, font=FONT,
+        title=dict(text=title, x=0.01, font=dict(size=15)), height=height, font=FONT,
         margin=dict(l=10, r=10, t=48, b=10), plot_bgcolor="#f8fafc", paper_bgcolor="white",
         legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
-        xaxis=dict(title="epoch", range=[0, total_epochs] if total_epochs else None, gridcolor="#e2e8f0"),
-        yaxis=dict(title="loss", rangemode="tozero", gridcolor="#e2e8f0"),
+        xaxis=dict(title="epoch", range=x_range, gridcolor="#e2e8f0"),
+        yaxis=dict(title=y_title, rangemode="tozero", gridcolor="#e2e8f0"),
     )
     return fig
 
 
+@failsafe
+def runs_figure(runs: Mapping[str, Sequence[tuple[float, float]]], *, active: str | None = None) -> go.Figure:
+    """Held-out loss per epoch of several runs on one plot, so strategies can be compared.
+
+    Args:
+        runs: run name -> [(epoch, held-out loss), ...]; a run with one point (a baseline, an exact fit) is a marker.
+        active: the run in use, drawn thicker.
+    """
+    fig = go.Figure()
+    for i, (name, points) in enumerate(runs.items()):
+        if not points:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[x for x, _ in points], y=[y for _, y in points], mode="lines+markers", name=name,
+            line=dict(color=PALETTE[i % len(PALETTE)], width=4 if name == active else 2), marker=dict(size=8),
+            hovertemplate=f"{name}<br>epoch %{{x}}: held-out loss %{{y:.4f}}<extra></extra>",
+        ))
+    if not fig.data:
+        return message_figure("Your runs appear here, one line each, so you can compare them.", height=300)
+    return _curves_layout(fig, "Your runs: held-out loss (lower is better)", "held-out loss", 340)
+
+
 __all__ = ["message_figure", "failsafe", "short_label", "numbered_labels", "similarity_word", "sentiment_word",
            "sentiment_position", "similarity_heatmap", "pca_2d", "sentence_map", "prediction_figure", "loss_curves",
-           "Curves"]
+           "runs_figure", "Curves"]

@@ -244,3 +244,4 @@ def test_words_for_scores():
     assert plots.similarity_word(0.95) == "nearly the same meaning" and plots.similarity_word(0.05) == "unrelated"
     coords, share = plots.pca_2d(np.eye(3))
     assert coords.shape == (3, 2) and share.sum() <= 1.0 + 1e-9
+

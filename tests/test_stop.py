@@ -255,3 +255,31 @@ def test_a_head_frozen_run_starts_from_the_model_in_use_and_keeps_that_head(lab)
     assert heads and all(torch.equal(shipped[k], mine[k]) for k in heads)  # bit-identical
     assert not torch.equal(shipped["sentiment_head.linear.weight"], mine["sentiment_head.linear.weight"])
     assert same_weights(shipped, weights(lab.shared.default_model)), "the shipped model itself is untouched"
+
+
+def test_runs_are_kept_side_by_side_any_can_be_used_again_and_memory_stays_bounded(lab):
+    from ui.state import MAX_RUNS
+
+    session = Session()
+    probabilities = {}
+    for run in range(MAX_RUNS + 2):  # every third trains the encoder: only the run in use may keep those weights
+        preset = "none" if run % 3 == 2 else "encoder"
+        list(lab.run(TrainForm(size=40, seed=run, preset=preset, epochs=1, batch_size=8), session))
+        probabilities[session.active_run] = check_classify(lab, session)
+        held = [r for r in session.runs if r.model is not None]
+        assert [r.number for r in held] == ([session.active_run] if preset == "none" else []), "one encoder at most"
+    assert len(session.runs) == MAX_RUNS and session.runs[0].number == 3  # the two oldest are forgotten
+    assert all(r.heads is not None or r.model is None or r.number == session.active_run for r in session.runs)
+
+    table, figure, _ = lab.show_runs(session)
+    assert list(table["Run"]) == [f"#{n}" for n in range(3, MAX_RUNS + 3)] and list(table["In use"]).count("✓") == 1
+    assert len(figure.data) == MAX_RUNS
+
+    heads_only = session.runs[1]  # run #4: heads on the shared encoder, rebuilt when used again
+    session.use_run(heads_only.number, lab.shared)
+    again = check_classify(lab, session)
+    for a, b in zip(again, probabilities[heads_only.number]):
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
+    encoder_run = next(r for r in session.runs if r.heads is None and r.model is None)
+    with pytest.raises(ValueError, match=f"Run #{encoder_run.number} trained the encoder, and its weights were let go"):
+        session.use_run(encoder_run.number, lab.shared)

@@ -10,6 +10,7 @@ from ui.inputs import TrainForm, sentences, shown_in_page
 from ui.state import Limits
 from ui.embed_tab import pairs_in_words
 from core.metrics import ranked_pairs
+from core.plots import runs_figure
 
 import numpy as np
 
@@ -60,3 +61,11 @@ def test_a_run_near_guessing_says_it_barely_learned_and_what_to_add():
     weak = barely_learned({"accuracy": 0.3, "pearson": float("nan")}, 4)
     assert "**It barely learned:**" in weak and "close to guessing (25% for 4 topics)" in weak
     assert "8 or more per topic" in weak and "sentiment barely follows" in weak
+
+
+def test_the_runs_figure_draws_one_line_per_run_and_marks_the_one_in_use():
+    fig = runs_figure({"#1 encoder frozen": [(1, 0.4)], "#2 nothing frozen": [(1, 0.5), (2, 0.3)]},
+                            active="#2 nothing frozen")
+    assert [t.name for t in fig.data] == ["#1 encoder frozen", "#2 nothing frozen"]
+    assert fig.data[1].line.width > fig.data[0].line.width and list(fig.data[1].y) == [0.5, 0.3]
+    assert not runs_figure({}).data  # no run yet: a message instead

@@ -53,7 +53,7 @@ class ClassifyTab:
 
     def use_default_model(self, session: Session) -> tuple[str, Session]:
         """Back to the shipped model (the Train tab forgets the download on the same click)."""
-        session.set_model(None)
+        session.use_shipped()
         return model_note(session, self.shared.default_model), session
 
 
@@ -63,6 +63,7 @@ class ClassifyParts:
 
     model_note: gr.Markdown
     default_btn: gr.Button
+    back_to_shipped: Any  # the event of default_btn: listeners chained on it see the shipped model in use
 
 
 def render(shared: Shared, session: gr.State) -> ClassifyParts:
@@ -82,5 +83,5 @@ def render(shared: Shared, session: gr.State) -> ClassifyParts:
 
     gr.on([classify_btn.click, classify_text.submit], tab.classify, [classify_text, session],
           [classify_plot, classify_table, classify_json], api_name="classify", show_progress_on=[classify_table])
-    default_btn.click(tab.use_default_model, session, [note, session], api_visibility="private")
-    return ClassifyParts(model_note=note, default_btn=default_btn)
+    back = default_btn.click(tab.use_default_model, session, [note, session], api_visibility="private")
+    return ClassifyParts(model_note=note, default_btn=default_btn, back_to_shipped=back)

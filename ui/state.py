@@ -15,12 +15,14 @@ import shutil
 import tempfile
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import MultiTaskDataset, MultiTaskModel, SentenceEncoder
-from core.config import DEFAULT_HEADS_DIR, NORMALIZE_FOR_TRAINING
+from torch import Tensor
+
+from core import MultiTaskDataset, MultiTaskModel, SentenceEncoder, folders
+from core.config import DEFAULT_HEADS_DIR, NORMALIZE_FOR_TRAINING, HeadsConfig
 from core.datasets import load_builtin
 from core.errors import ConfigError
 
@@ -153,6 +155,36 @@ class Shared:
 
 # -- one visitor ------------------------------------------------------------------------------------------
 
+MAX_RUNS = 20  # runs a session remembers; the oldest is forgotten first
+
+
+@dataclass
+class Run:
+    """One of a visitor's runs: what it was, what it reached on held-out rows, and how to use it again.
+
+    A heads-only run keeps its heads (a few KB) and is rebuilt on the shared encoder when used
+    again; a run that changed the encoder keeps those weights (90 MB) only while it is in use, so a
+    session never holds more than one encoder of its own.
+    """
+
+    number: int
+    data: str
+    strategy: str
+    epochs: int
+    seconds: float
+    metrics: dict[str, float]
+    curve: list[tuple[float, float]]  # (epoch, held-out loss)
+    base: str  # the base encoder's name
+    heads_config: HeadsConfig
+    heads: dict[str, Tensor] | None = None  # heads-only runs: their tensors, on the CPU
+    model: MultiTaskModel | None = field(default=None, repr=False)  # encoder runs, while in use
+
+    @property
+    def name(self) -> str:
+        return f"#{self.number} {self.strategy}"
+
+
+
 
 class Session:
     """One visitor's things: the model they trained, its download, and the stop flag of their run.
@@ -168,6 +200,8 @@ class Session:
         self.downloads: dict[str, Path] = {}  # format -> zip, made when first asked for
         self.stop = threading.Event()
         self.running = False
+        self.runs: list[Run] = []  # this visitor's runs, oldest first (at most MAX_RUNS)
+        self.active_run: int | None = None  # the number of the run in use; None: the shipped model
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Session:
         new = Session()
@@ -180,13 +214,51 @@ class Session:
             shutil.rmtree(self.export_dir, ignore_errors=True)
         self.model, self.about, self.export_dir, self.downloads = model, about, None, {}
 
+    def add_run(self, run: Run, model: MultiTaskModel, about: str) -> None:
+        """Keep ``run`` (forgetting the oldest past MAX_RUNS) and make its model the one in use."""
+        if run.heads is None:
+            run.model = model
+        self.runs = (self.runs + [run])[-MAX_RUNS:]
+        self.set_model(model, about)
+        self._activate(run.number)
+
+    def use_run(self, number: int, shared: Shared) -> Run:
+        """Make run ``number`` the model in use again (ConfigError when it cannot be any more)."""
+        run = next((r for r in self.runs if r.number == number), None)
+        if run is None:
+            raise ConfigError(f"There is no run #{number} in this session (it keeps the last {MAX_RUNS}).")
+        if run.model is None and run.heads is None:
+            raise ConfigError(f"Run #{number} trained the encoder, and its weights were let go when another model "
+                              "came into use (a session keeps one encoder of its own). Run it again to get it back.")
+        model = run.model
+        if model is None:  # heads on the shared encoder: rebuilt in a moment
+            encoder = shared.encoder_for_run(shared.base_encoder(run.base), changes_weights=False)
+            model = MultiTaskModel(encoder, run.heads_config).eval()
+            folders.load_parts(Path(f"run #{number}"), run.heads, model.head_parts(), "its settings")
+        self.set_model(model, f"run #{number}: {run.strategy} on {run.data}")
+        self._activate(number)
+        return run
+
+    def _activate(self, number: int | None) -> None:
+        """Mark the run in use; the other runs that changed the encoder let their weights go."""
+        self.active_run = number
+        for run in self.runs:
+            if run.number != number and run.heads is None:
+                run.model = None
+
     def model_in_use(self, shared: Shared) -> MultiTaskModel | None:
         return self.model if self.model is not None else shared.default_model
 
-    def close(self) -> None:
-        """Gradio calls this when the visitor's session expires: stop their run, drop their model."""
-        self.stop.set()
+    def use_shipped(self) -> None:
+        """Back to the shipped model: no run is in use."""
         self.set_model(None)
+        self._activate(None)
+
+    def close(self) -> None:
+        """Gradio calls this when the visitor's session expires: stop their run, drop their models."""
+        self.stop.set()
+        self.use_shipped()
+        self.runs = []
 
 
 def model_note(session: Session, default_model: MultiTaskModel | None) -> str:

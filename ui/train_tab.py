@@ -20,14 +20,14 @@ import pandas as pd
 
 from core import (Deadline, DoneEvent, EpochEvent, MultiTaskModel, PrepareEvent, StartEvent, StepEvent, TrainResult,
                   ValidationEvent)
-from core import plots, train
+from core import folders, plots, train
 from core.errors import ConfigError
 from core.export import export
 from core.freezing import PRESET_HELP, preview
 
 from .classify_tab import ClassifyParts
 from .inputs import TrainForm, bad_input, shown_in_page, whole
-from .state import Session, Shared, model_note
+from .state import MAX_RUNS, Run, Session, Shared, model_note
 
 logger = logging.getLogger("sentence_lab.app")
 
@@ -53,6 +53,7 @@ SOURCE_CHOICES = [("Synthetic sentences (generated, 4 topics + sentiment)", "syn
                   ("BBC News articles (real, 5 topics)", "bbc_news"),
                   ("My CSV file", "csv")]
 STARTS_FROM_CURRENT = ("all", "classification_head", "sentiment_head")  # presets that need the model in use
+RUN_COLUMNS = ["Run", "Data", "Freezing", "Epochs", "Seconds", "Accuracy", "Macro-F1", "MAE", "Pearson", "In use"]
 METRIC_COLUMNS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "mae": "MAE", "pearson": "Pearson"}  # validation
 
 
@@ -302,7 +303,12 @@ class TrainTab:
                 return
             strategy = "gradual unfreezing" if config.gradual_unfreeze else PRESET_LABELS[form.preset].split(":")[0].lower()
             on = "" if base is shared.encoder else f" with {base.config.model_name}"
-            session.set_model(model, f"trained on {name}{on} ({len(result.history)} epochs, {strategy})")
+            run = Run(number=session.runs[-1].number + 1 if session.runs else 1, data=name, strategy=strategy,
+                      epochs=len(result.history), seconds=seconds, metrics=result.best_metrics,
+                      curve=[(h["epoch"] + 1, h["validation"]["loss"]) for h in result.history if "validation" in h],
+                      base=model.encoder.config.model_name, heads_config=model.heads_config,
+                      heads=None if encoder_learns else folders.flatten(model.head_parts()))
+            session.add_run(run, model, f"trained on {name}{on} ({len(result.history)} epochs, {strategy})")
             exact = bool(model.record.head_fit)
             words = (result_words(result, seconds, timed_out, limits.max_seconds, exact)
                      + barely_learned(result.best_metrics, len(model.class_names)) + f"<br><small>Data: {name}.</small>")
@@ -346,6 +352,28 @@ class TrainTab:
     def clear_download() -> tuple[Any, str]:
         """No download offered (no model of the visitor's, or it was just dropped)."""
         return gr.DownloadButton(value=None, interactive=False), NO_DOWNLOAD
+
+    @staticmethod
+    def show_runs(session: Session) -> tuple[pd.DataFrame, Any, Any]:
+        """The visitor's runs: a table, their held-out curves on one plot, and the choice of one to use."""
+        rows = [{"Run": f"#{r.number}", "Data": r.data, "Freezing": r.strategy, "Epochs": r.epochs,
+                 "Seconds": round(r.seconds, 1)}
+                | {label: round(r.metrics[key], 4) for key, label in METRIC_COLUMNS.items() if key in r.metrics}
+                | {"In use": "✓" if r.number == session.active_run else ""} for r in session.runs]
+        table = pd.DataFrame(rows, columns=RUN_COLUMNS) if rows else pd.DataFrame(columns=RUN_COLUMNS)
+        active = next((r.name for r in session.runs if r.number == session.active_run), None)
+        figure = plots.runs_figure({r.name: r.curve for r in session.runs}, active=active)
+        choices = [(f"#{r.number} · {r.strategy} · {r.data}", r.number) for r in reversed(session.runs)]
+        return table, figure, gr.Dropdown(choices=choices, value=session.active_run if choices else None)
+
+    def use_run(self, number: Any, session: Session) -> tuple[Any, ...]:
+        """Make one of the visitor's runs the model in use again (the Classify tab answers with it)."""
+        with shown_in_page():
+            if number is None:
+                raise bad_input("Choose a run first.", title="No run chosen")
+            session.use_run(whole("Run", number), self.shared)
+        return (model_note(session, self.shared.default_model), *self.clear_download(), *self.show_runs(session),
+                session)
 
     def stop(self, session: Session) -> str:
         """Ask this visitor's run to end at its next step; the model keeps what it learned so far."""
@@ -408,6 +436,13 @@ def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.
     metrics_table = gr.Dataframe(pd.DataFrame(columns=["Epoch"]), interactive=False, elem_id="metrics-table",
                                  label="Per epoch: losses on training and held-out (Val) rows; topic accuracy "
                                        "and macro-F1, sentiment MAE and Pearson on the held-out rows")
+    with gr.Accordion("Your runs: compare them, use any one again", open=True):
+        runs_plot = gr.Plot(plots.runs_figure({}), label="Held-out loss of each run", elem_id="runs-plot")
+        runs_table = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), interactive=False, elem_id="runs-table",
+                                  label=f"Each run's held-out figures (this page keeps your last {MAX_RUNS})")
+        with gr.Row():
+            run_choice = gr.Dropdown([], value=None, label="Run", elem_id="run-choice", scale=3)
+            use_run_btn = gr.Button("Use this run", variant="secondary", elem_id="use-run-btn", scale=1)
 
     # The form: one value, by field name; TrainForm's field order is the /train API's parameter order.
     components = dict(source=source, size=size, seed=seed, csv_file=csv_file, preset=preset, gradual=gradual,
@@ -424,9 +459,14 @@ def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.
                               api_name="train", concurrency_limit=lim.max_runs, concurrency_id="train",
                               show_progress_on=[train_status])
     trained.success(tab.prepare_download, [download_format, session], [model_file, download_note], **private)
+    trained.success(tab.show_runs, session, [runs_table, runs_plot, run_choice], **private)
+    use_run_btn.click(tab.use_run, [run_choice, session],
+                      [classify.model_note, model_file, download_note, runs_table, runs_plot, run_choice, session],
+                      **private)
     download_format.change(tab.prepare_download, [download_format, session], [model_file, download_note],
                            show_progress_on=[download_note], **private)
     classify.default_btn.click(tab.clear_download, None, [model_file, download_note], **private)
+    classify.back_to_shipped.success(tab.show_runs, session, [runs_table, runs_plot, run_choice], **private)
     # Stop's reply is for API callers; the page sees the run's own status turn to "Stopped" at the next
     # step (a visible reply could arrive after that final status and overwrite it).
     stop_btn.click(tab.stop, session, stop_reply, api_name="stop", concurrency_limit=None, show_progress="hidden")
