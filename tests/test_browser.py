@@ -205,3 +205,35 @@ def test_bad_input_shows_a_clear_message_and_the_page_keeps_working(page, tmp_pa
     page.locator("#embed-text textarea").fill("Still working?\nYes, it still works.")
     page.locator("#compare-btn").click()
     expect(page.locator("#heatmap")).to_contain_text("2. Yes, it still works.")
+
+
+def test_a_visitor_compares_three_strategies_and_uses_the_second(page):
+    from playwright.sync_api import expect
+
+    expect(page.locator("#heatmap .js-plotly-plot")).to_be_visible()
+    open_tab(page, "Train")
+    for field, value in (("#size", "60"), ("#epochs", "2")):  # small: three runs, two of them train the encoder
+        box = page.locator(f"{field} input[type=number]")
+        box.fill(value)
+        box.press("Enter")
+    boxes = page.locator("#compare-presets")
+    for label, ticked in (("Encoder frozen", True), ("Nothing frozen", True), ("Topic head frozen", False),
+                          ("Sentiment head frozen", True)):
+        box = boxes.get_by_label(label, exact=True)
+        box.check() if ticked else box.uncheck()
+    page.locator("#compare-strategies-btn").click()
+    table = page.locator("#runs-table")
+    expect(table).to_contain_text("sentiment head frozen", timeout=300_000)  # the third, in the page's order
+    for row in ("#1", "nothing frozen", "#2", "encoder frozen", "#3"):
+        expect(table).to_contain_text(row)
+    expect(page.locator("#train-status")).to_contain_text("Done")
+    page.wait_for_function("() => (document.querySelector('#runs-plot .js-plotly-plot') || {}).data?.length === 3")
+    shot(page, "6-compare")
+
+    page.locator("#run-choice input").click()
+    page.locator("ul[role=listbox] li", has_text="#2 ·").click()  # the second run: heads on the frozen encoder
+    page.locator("#use-run-btn").click()
+    open_tab(page, "Classify + sentiment")
+    expect(page.locator("#model-note")).to_contain_text("run #2: encoder frozen")
+    page.locator("#classify-btn").click()
+    expect(page.locator("#classify-table")).to_contain_text("Sports")

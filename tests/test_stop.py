@@ -283,3 +283,23 @@ def test_runs_are_kept_side_by_side_any_can_be_used_again_and_memory_stays_bound
     encoder_run = next(r for r in session.runs if r.heads is None and r.model is None)
     with pytest.raises(ValueError, match=f"Run #{encoder_run.number} trained the encoder, and its weights were let go"):
         session.use_run(encoder_run.number, lab.shared)
+
+
+def test_compare_strategies_runs_each_on_the_same_split_and_stop_ends_them_all(lab, every_step_streams):
+    from dataclasses import asdict
+
+    session = Session()
+    form = asdict(TrainForm(size=60, epochs=1, batch_size=8))
+    outputs = list(lab.compare(session, ["none", "encoder", "sentiment_head"], **form))
+    # In COMPARE_ORDER; the head-frozen one starts from the run before it (heads just fitted), the model then in use.
+    assert [r.strategy for r in session.runs] == ["nothing frozen", "encoder frozen", "sentiment head frozen"]
+    assert {r.data for r in session.runs} == {"60 synthetic sentences"} and "Done" in outputs[-1][2]
+
+    stopping = Session()
+    second = asdict(TrainForm(size=60, epochs=2, batch_size=8))
+    for i, _ in enumerate(lab.compare(stopping, ["none", "classification_head"], **second)):
+        if i == 5:
+            lab.stop(stopping)  # mid-way through the first strategy: the second never starts
+    assert [r.strategy for r in stopping.runs] == ["nothing frozen"] and not stopping.running
+    with pytest.raises(gr.Error, match="Tick at least one freezing strategy"):
+        list(lab.compare(Session(), [], **form))

@@ -11,7 +11,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,6 +53,9 @@ SOURCE_CHOICES = [("Synthetic sentences (generated, 4 topics + sentiment)", "syn
                   ("BBC News articles (real, 5 topics)", "bbc_news"),
                   ("My CSV file", "csv")]
 STARTS_FROM_CURRENT = ("all", "classification_head", "sentiment_head")  # presets that need the model in use
+# The order "Compare strategies" runs them in: the head-frozen ones last, right after "encoder frozen",
+# so that they start from heads just trained on this data (they start from the model in use).
+COMPARE_ORDER = ("none", "encoder", "classification_head", "sentiment_head")
 RUN_COLUMNS = ["Run", "Data", "Freezing", "Epochs", "Seconds", "Accuracy", "Macro-F1", "MAE", "Pearson", "In use"]
 METRIC_COLUMNS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "mae": "MAE", "pearson": "Pearson"}  # validation
 
@@ -247,7 +250,22 @@ class TrainTab:
         with shown_in_page():
             yield from self._run(form, session)
 
-    def _run(self, form: TrainForm, session: Session) -> Iterator[tuple[Any, ...]]:
+    def compare(self, session: Session, presets: list[str] | None, **form: Any) -> Iterator[tuple[Any, ...]]:
+        """Run each ticked freezing strategy in turn on the same data, split and seed, all within one run's
+        time limit; each becomes a run in the runs table. Stop ends the comparison."""
+        with shown_in_page():
+            chosen = [p for p in COMPARE_ORDER if p in (presets or [])]
+            if not chosen:
+                raise bad_input("Tick at least one freezing strategy to compare.", title="Nothing to compare")
+            deadline = Deadline(self.shared.limits.max_seconds, session.stop)
+            for preset in chosen:
+                stopped = yield from self._run(replace(TrainForm(**form), preset=preset, gradual=False), session,
+                                               deadline)
+                if stopped:
+                    break
+
+    def _run(self, form: TrainForm, session: Session, deadline: Deadline | None = None) -> Iterator[tuple[Any, ...]]:
+        """The run's stream; returns whether Stop or the time limit ended it (``deadline``: one shared by several)."""
         shared, limits = self.shared, self.shared.limits
         if session.running:
             raise bad_input("A run is already going in this page: stop it first.", title="Busy")
@@ -268,8 +286,8 @@ class TrainTab:
         log = RunLog(total_epochs=config.epochs)
         session.running = True
         session.stop.clear()
-        deadline = Deadline(limits.max_seconds, session.stop)  # the host's limit ends the run like Stop does
-        last_yield = 0.0
+        deadline = deadline or Deadline(limits.max_seconds, session.stop)  # the host's limit ends a run like Stop
+        started, last_yield = time.monotonic(), 0.0
         try:
             note = model_note(session, shared.default_model)
             preparing = ("…" if encoder_learns
@@ -289,18 +307,18 @@ class TrainTab:
                 if isinstance(event, StepEvent) and time.monotonic() - last_yield < STREAM_EVERY_S:
                     continue
                 last_yield = time.monotonic()
-                yield log.figure(), log.table(), log.progress(deadline.elapsed), gr.skip(), note, session
-            seconds = deadline.elapsed
+                yield log.figure(), log.table(), log.progress(time.monotonic() - started), gr.skip(), note, session
+            seconds = time.monotonic() - started
             if form.preset == "all":
                 yield log.figure(), log.table(), baseline_words(result, len(val_set)), gr.skip(), note, session
-                return
+                return False
             timed_out = result.stopped and not session.stop.is_set()  # stopped, but not by the visitor
             if result.steps == 0:  # stopped while preparing: nothing learned, so nothing replaces the old model
                 why = f" at this server's limit of {limits.max_seconds:g} s" if timed_out else ""
                 kept = "your previous model" if session.model is not None else "the shipped model"
                 yield (log.figure(), log.table(), f"**Stopped{why} before the first step**: nothing was learned, so "
                        f"{kept} stays in use.", gr.skip(), note, session)
-                return
+                return True
             strategy = "gradual unfreezing" if config.gradual_unfreeze else PRESET_LABELS[form.preset].split(":")[0].lower()
             on = "" if base is shared.encoder else f" with {base.config.model_name}"
             run = Run(number=session.runs[-1].number + 1 if session.runs else 1, data=name, strategy=strategy,
@@ -318,6 +336,7 @@ class TrainTab:
                 logger.exception("could not prepare the download")
                 archive, words = None, words + f"<br>The download could not be prepared ({type(exc).__name__}: {exc})."
             yield log.figure(), log.table(), words, archive, model_note(session, shared.default_model), session
+            return result.stopped
         finally:
             session.running = False
             session.stop.clear()
@@ -443,6 +462,12 @@ def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.
         with gr.Row():
             run_choice = gr.Dropdown([], value=None, label="Run", elem_id="run-choice", scale=3)
             use_run_btn = gr.Button("Use this run", variant="secondary", elem_id="use-run-btn", scale=1)
+        with gr.Row():
+            compare_presets = gr.CheckboxGroup(
+                [(PRESET_LABELS[key].split(":")[0], key) for key in COMPARE_ORDER],
+                value=["encoder", "none"], elem_id="compare-presets", scale=3,
+                label="Compare strategies: the ticked ones run in turn on the same data, split and seed")
+            compare_btn = gr.Button("Compare strategies", variant="secondary", elem_id="compare-strategies-btn", scale=1)
 
     # The form: one value, by field name; TrainForm's field order is the /train API's parameter order.
     components = dict(source=source, size=size, seed=seed, csv_file=csv_file, preset=preset, gradual=gradual,
@@ -467,6 +492,12 @@ def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.
                            show_progress_on=[download_note], **private)
     classify.default_btn.click(tab.clear_download, None, [model_file, download_note], **private)
     classify.back_to_shipped.success(tab.show_runs, session, [runs_table, runs_plot, run_choice], **private)
+    compared = compare_btn.click(tab.compare, inputs=[session, compare_presets], inputs_kwargs=form,
+                                 outputs=[loss_plot, metrics_table, train_status, model_file, classify.model_note,
+                                          session], concurrency_limit=lim.max_runs, concurrency_id="train",
+                                 show_progress_on=[train_status], **private)
+    compared.success(tab.prepare_download, [download_format, session], [model_file, download_note], **private)
+    compared.success(tab.show_runs, session, [runs_table, runs_plot, run_choice], **private)
     # Stop's reply is for API callers; the page sees the run's own status turn to "Stopped" at the next
     # step (a visible reply could arrive after that final status and overwrite it).
     stop_btn.click(tab.stop, session, stop_reply, api_name="stop", concurrency_limit=None, show_progress="hidden")
