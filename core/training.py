@@ -423,14 +423,14 @@ def _fit_heads_exactly(model: MultiTaskModel, train_data: MultiTaskDataset, val_
     total_steps = config.epochs * ITERATIONS_PER_EPOCH
     yield StartEvent(total_steps=total_steps, steps_per_epoch=ITERATIONS_PER_EPOCH, freeze=report, cached=True)
     has_val = val_data is not None and len(val_data) > 0
-    total = len(train_data) + (len(val_data) if has_val else 0)
+    texts = len(train_data) + (len(val_data) if has_val else 0)
     train_parts: list[torch.Tensor] = []
     val_parts: list[torch.Tensor] = []
-    yield from _embeddings(model, train_data.texts, config.batch_size, train_parts, 0, total)
+    yield from _embeddings(model, train_data.texts, config.batch_size, train_parts, 0, texts)
     X = torch.cat(train_parts)  # (N, D)
     labels, targets = train_data.label_ids(model.class_names), train_data.sentiment_targets()
     if has_val:
-        yield from _embeddings(model, val_data.texts, config.batch_size, val_parts, len(train_data), total)
+        yield from _embeddings(model, val_data.texts, config.batch_size, val_parts, len(train_data), texts)
         X_val = torch.cat(val_parts)
         val_labels, val_targets = val_data.label_ids(model.class_names), val_data.sentiment_targets()
     rows = {"classification": labels != IGNORE_LABEL, "sentiment": ~torch.isnan(targets)}
@@ -474,10 +474,10 @@ def _fit_heads_exactly(model: MultiTaskModel, train_data: MultiTaskDataset, val_
             if converged and steps + global_step > 0:
                 break  # a head in closed form, or L-BFGS done: nothing left to show
             global_step, steps = global_step + 1, steps + 1
-            total = sum(weights[t] * v for t, v in train_losses.items())
-            for key, value in [*train_losses.items(), ("total", total)]:
+            weighted = sum(weights[t] * v for t, v in train_losses.items())
+            for key, value in [*train_losses.items(), ("total", weighted)]:
                 sums[key] = sums.get(key, 0.0) + value
-            yield StepEvent(epoch=epoch, step=step, global_step=global_step, total_steps=total_steps, loss=total,
+            yield StepEvent(epoch=epoch, step=step, global_step=global_step, total_steps=total_steps, loss=weighted,
                             losses=dict(train_losses), learning_rate=0.0)
         if steps == 0:
             break

@@ -303,3 +303,12 @@ def test_compare_strategies_runs_each_on_the_same_split_and_stop_ends_them_all(l
     assert [r.strategy for r in stopping.runs] == ["nothing frozen"] and not stopping.running
     with pytest.raises(gr.Error, match="Tick at least one freezing strategy"):
         list(lab.compare(Session(), [], **form))
+
+
+def test_the_setup_preview_refuses_gradual_unfreezing_with_a_frozen_head(lab):
+    from dataclasses import asdict
+
+    _, params = lab.describe_setup(**asdict(TrainForm(size=40, preset="sentiment_head", gradual=True)))
+    assert params.startswith("**Check the settings:** gradual unfreezing starts from a frozen encoder")
+    _, params = lab.describe_setup(**asdict(TrainForm(size=40, preset="none", gradual=True)))
+    assert "opens one more encoder layer each epoch" in params

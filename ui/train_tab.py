@@ -18,8 +18,8 @@ from typing import Any, Iterator
 import gradio as gr
 import pandas as pd
 
-from core import (Deadline, DoneEvent, EpochEvent, MultiTaskModel, PrepareEvent, StartEvent, StepEvent, TrainResult,
-                  ValidationEvent)
+from core import (Deadline, DoneEvent, EpochEvent, MultiTaskModel, PrepareEvent, StartEvent, StepEvent, TrainingConfig,
+                  TrainResult, ValidationEvent)
 from core import folders, plots, train
 from core.errors import ConfigError
 from core.export import export
@@ -210,7 +210,9 @@ class TrainTab:
             return f"**Problem with the data:** {exc.message}", "Trainable parameters: — (choose the data first)"
         described = describe_data(data, name)
         gradual = bool(setup.gradual)
-        if gradual and setup.preset not in ("none", "encoder"):
+        try:  # TrainingConfig is where the rule lives (gradual unfreezing needs 'none' or 'encoder')
+            TrainingConfig(freeze=setup.preset, gradual_unfreeze=gradual)
+        except ConfigError:
             return described, ("**Check the settings:** gradual unfreezing starts from a frozen encoder and opens "
                                "it layer by layer: choose *Encoder frozen* or *Nothing frozen* with it.")
         heads = MultiTaskModel.heads_for(data)
