@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .config import DEFAULT_MODEL, EncoderConfig
-from .errors import ConfigError, TextError
+from .errors import ConfigError, EncoderLoadError, TextError
 from .pooling import pool
 from .precision import DTYPES, HalfCopies, check_precision, fast_precision
 from .runtime import eval_mode
@@ -99,10 +99,13 @@ def load_backbone(name: str, *, local_only: bool = False) -> tuple[nn.Module, An
     from transformers import AutoModel, AutoTokenizer
 
     path = resolve_model_path(name)
-    with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=local_only)
-        backbone = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False,
-                                             local_files_only=local_only)
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=local_only)
+            backbone = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False,
+                                                 local_files_only=local_only)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:  # what transformers raises for a bad name
+        raise EncoderLoadError(name, " ".join(str(exc).split())[:300]) from None
     return backbone, tokenizer
 
 

@@ -18,6 +18,14 @@ class ConfigError(SentenceLabError, ValueError):
     """A setting out of range, or a choice that is not one of the valid ones (they are listed)."""
 
 
+class EncoderLoadError(ConfigError):
+    """An encoder name or folder that does not load here (missing, not a model, or it needs a download)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name, self.reason = name, reason
+        super().__init__(f"cannot load the encoder {name!r} here: {reason}")
+
+
 class TextError(SentenceLabError, ValueError):
     """A text that cannot be embedded: empty, invisible characters only, or not valid Unicode."""
 

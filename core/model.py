@@ -19,7 +19,7 @@ from . import folders
 from .card import ModelFacts, model_card
 from .config import DEFAULT_MODEL, TASKS, EncoderConfig, HeadsConfig
 from .encoder import SentenceEncoder, load_backbone, quiet_transformers
-from .errors import ConfigError, MissingFileError, ModelFolderError
+from .errors import ConfigError, EncoderLoadError, MissingFileError, ModelFolderError
 from .outputs import MultiTaskOutput, Prediction
 from .record import RECORD_KEYS, TrainingRecord
 from .runtime import eval_mode, seed_everything
@@ -359,7 +359,6 @@ def _load_encoder(folder: Path, name: str, what: str) -> tuple[nn.Module, Any]:
         raise ModelFolderError(f"{folder}: encoder_weights is 'stored' but the {ENCODER_DIR}/ folder is missing")
     try:
         return load_backbone(name, local_only=True)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        reason = " ".join(str(exc).split())[:300]
+    except EncoderLoadError as exc:
         raise ModelFolderError(f"{folder}: cannot load {what} from this machine (loading a model never downloads "
-                               f"or runs code): {reason}") from None
+                               f"or runs code): {exc.reason}") from None

@@ -184,3 +184,10 @@ def test_train_goes_on_from_a_saved_model_and_a_frozen_head_stays_bit_identical(
     csv.write_text("text,label\nA recipe for bread.,Cooking\nA goal in the final.,Sports\n")
     assert_fails(run_cli("train", "--csv", csv, "--model", first, "--out", tmp_path / "x", check=False),
                  "the data has topics ['Cooking'] that first has no class for")
+
+
+def test_an_encoder_that_does_not_load_is_the_users_mistake_not_a_bug(tmp_path):
+    csv = tmp_path / "tiny.csv"
+    csv.write_text("text,label\nA goal in the final.,Sports\nShares fell.,Business\nA new phone.,Tech\n")
+    assert_fails(run_cli("train", "--csv", csv, "--model", tmp_path, "--out", tmp_path / "m", check=False),
+                 f"cannot load the encoder '{tmp_path}' here:")
