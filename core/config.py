@@ -31,7 +31,7 @@ HeadSolver = Literal["exact", "sgd"]
 HEAD_SOLVERS: tuple[str, ...] = ("exact", "sgd")
 PADDING_MODES: tuple[str, ...] = ("longest", "max_length")
 
-BUILTIN_DATASETS: tuple[str, ...] = ("synthetic", "bbc_news")  # data sets that need no files (core.datasets.load_builtin)
+BUILTIN_DATASETS: tuple[str, ...] = ("synthetic", "bbc_news", "reviews")  # data sets that need no files (core.datasets.load_builtin)
 # Every way a model leaves the lab (core.export.export): its own folder and the two exports.
 EXPORT_FORMATS: tuple[str, ...] = ("sentence-lab", "sentence-transformers", "onnx")
 
@@ -140,7 +140,7 @@ class TrainingConfig(_Serializable):
     device: str | None = None  # None: cuda if available, else cpu
     cache_embeddings: bool = True  # with the encoder frozen, embed each text once
     # With the encoder frozen the heads are convex problems on fixed embeddings: "exact" fits them to
-    # the optimum (L-BFGS / closed form, L2 penalty chosen on held-out rows), whatever the data's size;
+    # the optimum (L-BFGS / closed form, L2 penalty 1/n as scikit-learn's C=1), whatever the data's size;
     # "sgd" runs the same mini-batch loop as when the encoder trains.
     head_solver: HeadSolver = "exact"
 

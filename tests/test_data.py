@@ -382,8 +382,24 @@ def test_builtin_bbc_news_is_real_and_offline():
     assert data.class_names == ["Business", "Entertainment", "Politics", "Sport", "Tech"]
     assert data.texts[0].startswith("Ad sales boost Time Warner profit. Quarterly profits")
     assert data.tasks == ("classification",)
-    with pytest.raises(ValueError, match="Valid names are: synthetic, bbc_news"):
+    with pytest.raises(ValueError, match="Valid names are: synthetic, bbc_news, reviews"):
         load_builtin("imdb")
+
+
+def test_builtin_reviews_are_real_labelled_sentences_shipped_with_their_licence():
+    from core.datasets import REVIEWS_CSV, load_builtin
+
+    data = load_builtin("reviews")
+    assert len(data) == 2979 and data.tasks == ("classification", "sentiment")
+    assert data.class_names == ["Movies", "Products", "Restaurants"]
+    assert sorted(set(data.sentiments)) == [-1.0, 1.0] and data.sentiment_range == (-1.0, 1.0)
+    assert (data.texts[1], data.labels[1], data.sentiments[1]) == ("Good case, Excellent value.", "Products", 1.0)
+    assert len({t.lower() for t in data.texts}) == len(data)  # repeated sentences were dropped
+    for topic in data.class_names:  # balanced: about a thousand per site, half of them positive
+        scores = [s for s, label in zip(data.sentiments, data.labels) if label == topic]
+        assert 980 <= len(scores) <= 1000 and abs(sum(scores)) <= 10
+    licence = (REVIEWS_CSV.parent / "LICENSE.txt").read_text()
+    assert "CC BY 4.0" in licence and "Kotzias" in licence
 
 
 def test_the_dataset_is_a_torch_dataset_that_a_dataloader_batches():

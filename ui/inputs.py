@@ -110,11 +110,14 @@ def sentences(text: str | None, limits: Limits) -> Sentences:
 # -- the Train form -------------------------------------------------------------------------------------
 
 
+REAL_BUILTINS = {"bbc_news": "BBC News articles", "reviews": "review sentences"}  # source -> how a status names it
+
+
 @dataclass
 class TrainForm:
     """The Train tab's fields as the page sends them; their order is the ``/train`` API's parameter order."""
 
-    source: str = "synthetic"  # "synthetic", "bbc_news" or "csv"
+    source: str = "synthetic"  # "synthetic", "bbc_news", "reviews" or "csv"
     size: Any = 300  # rows of synthetic data
     seed: Any = 0
     csv_file: str | None = None
@@ -151,8 +154,8 @@ class TrainForm:
                 raise bad_input(f"At most {limit:,} rows here (SENTENCE_LAB_MAX_ROWS); you asked for {rows:,}.")
             data = load_builtin("synthetic", size=rows, seed=whole("Seed", self.seed))
             name = f"{len(data):,} synthetic sentences"
-        elif self.source == "bbc_news":
-            data, name = shared.bbc_news(), "BBC News articles"
+        elif self.source in REAL_BUILTINS:
+            data, name = shared.builtin(self.source), REAL_BUILTINS[self.source]
         elif self.source == "csv":
             if not self.csv_file:
                 raise bad_input("Upload a CSV file first (columns: text, and label and/or sentiment).", title="No file")
@@ -163,7 +166,7 @@ class TrainForm:
             data = read_csv(self.csv_file, name=name)
             check_learnable(data, name)
         else:
-            raise bad_input(f"Unknown data source {self.source!r}; choose synthetic, bbc_news or csv.")
+            raise bad_input(f"Unknown data source {self.source!r}; choose synthetic, {', '.join(REAL_BUILTINS)} or csv.")
         if len(data) > limit:  # the server's row limit: a seeded sample, and the name says so
             data, name = (data.sample(limit, seed=whole("Seed", self.seed)),
                           f"{limit:,} of {len(data):,} {name} (a sample: this server's limit is {limit:,} rows per run)")

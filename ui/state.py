@@ -148,9 +148,10 @@ class Shared:
             return base.copy(share_weights=not changes_weights)
 
     @staticmethod
-    @functools.lru_cache(maxsize=1)
-    def bbc_news() -> MultiTaskDataset:
-        return load_builtin("bbc_news")  # 2,225 files: read once per process, never modified
+    @functools.lru_cache(maxsize=2)
+    def builtin(name: str) -> MultiTaskDataset:
+        """A real built-in set ("bbc_news", "reviews"), read once per process and never modified."""
+        return load_builtin(name)
 
 
 # -- one visitor ------------------------------------------------------------------------------------------

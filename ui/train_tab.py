@@ -50,6 +50,7 @@ PRESET_LABELS = {
     "sentiment_head": "Sentiment head frozen",
 }
 SOURCE_CHOICES = [("Synthetic sentences (generated, 4 topics + sentiment)", "synthetic"),
+                  ("Review sentences (real: products, movies, restaurants + sentiment)", "reviews"),
                   ("BBC News articles (real, 5 topics)", "bbc_news"),
                   ("My CSV file", "csv")]
 STARTS_FROM_CURRENT = ("all", "classification_head", "sentiment_head")  # presets that need the model in use
