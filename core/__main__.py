@@ -85,6 +85,13 @@ def cmd_train(args: argparse.Namespace) -> Any:
     check_learnable(data, " + ".join(Path(c).name for c in args.csv) or args.builtin)
     val_data = read_csvs(args.val_csv) if args.val_csv else None
     start = MultiTaskModel.load(args.model) if is_model_folder(Path(args.model)) else None  # go on training it
+    shape = {"--pooling": args.pooling, "--normalize": args.normalize, "--projection-dim": args.projection_dim}
+    if start is not None and any(v is not None for v in shape.values()):
+        kept = start.encoder.config
+        raise ConfigError(f"{', '.join(k for k, v in shape.items() if v is not None)} shape a new model, and "
+                          f"{Path(args.model).name} keeps its own (pooling {kept.pooling}, normalize "
+                          f"{'on' if kept.normalize else 'off'}, projection {kept.projection_dim or 'none'}): drop "
+                          "them, or train from the base encoder")
     if start is None and args.freeze in ("classification_head", "sentiment_head"):
         raise ConfigError(f"--freeze {args.freeze} keeps a trained head as it is: pass --model DIR, a saved model "
                           "whose head to keep (new heads start random, so a frozen one would stay random)")
@@ -102,14 +109,17 @@ def cmd_train(args: argparse.Namespace) -> Any:
         start.check_covers(data, Path(args.model).name)
         model = start
     else:
-        encoder = SentenceEncoder.from_pretrained(args.model, pooling=args.pooling, normalize=args.normalize,
-                                                  projection_dim=args.projection_dim)
+        encoder = SentenceEncoder.from_pretrained(
+            args.model, pooling=args.pooling or "mean",
+            normalize=NORMALIZE_FOR_TRAINING if args.normalize is None else args.normalize,
+            projection_dim=args.projection_dim)
         model = MultiTaskModel.for_data(data, encoder, sentiment_range=model_range, seed=args.seed)
     result = fit(model, train_data, val_data, config, show_progress_bar=not args.quiet)
     model.record.files = {"train": [str(p) for p in args.csv] or [f"builtin:{args.builtin}"],
                           "validation": [str(p) for p in args.val_csv] or [f"{args.val_fraction:.0%} held out of train"]}
     out = model.save(args.out)
-    return {"out": str(out), "best_epoch": result.best_epoch, "metrics": result.best_metrics, "history": result.history,
+    return {"out": str(out), "best_epoch": result.best_epoch, "metrics": result.best_metrics,
+            "measured_on": result.measured_on, "history": result.history,
             "stopped_early": result.stopped_early, "steps": result.steps, "seconds": round(result.seconds, 2),
             "freeze": result.freeze.to_dict()}
 
@@ -226,6 +236,8 @@ def _print_human(command: str, result: Any) -> None:
     elif command == "train":
         print(f"saved to {result['out']} after {result['steps']} steps in {result['seconds']:.1f}s "
               f"(best epoch {result['best_epoch'] + 1 if result['best_epoch'] is not None else '-'})")
+        if result["metrics"]:
+            print(f"  measured on {result['measured_on']}")
         for k, v in result["metrics"].items():
             print(f"  validation {k}: {v:.4f}" if isinstance(v, float) else f"  validation {k}: {v}")
     else:
@@ -268,16 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale the model reports sentiment on; values are mapped onto it (default: the data's)")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="base encoder name or folder, or a saved Sentence Lab model to go on training")
-    p.add_argument("--pooling", default="mean", choices=POOLING_MODES)
+    # These three shape a new model (None: not given); a saved model given as --model keeps its own.
+    p.add_argument("--pooling", default=None, choices=POOLING_MODES, help="default: mean")
     # On by default, unlike EncoderConfig.normalize: see NORMALIZE_FOR_TRAINING for the measurement.
-    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=NORMALIZE_FOR_TRAINING,
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="L2-normalise embeddings before the heads (default on: SST Pearson 0.666 vs 0.655 raw)")
     p.add_argument("--projection-dim", type=int, default=None)
     p.add_argument("--freeze", default=DEFAULTS.freeze, choices=FREEZE_PRESETS)
     p.add_argument("--gradual-unfreeze", action="store_true", help="open one more top encoder layer each epoch")
     p.add_argument("--head-solver", default=DEFAULTS.head_solver, choices=HEAD_SOLVERS,
-                   help="with the encoder frozen: exact (fit the heads to the optimum, L2 penalty chosen on held-out "
-                        "rows) or sgd (the mini-batch loop)")
+                   help="with the encoder frozen: exact (fit the heads to the optimum, L2 penalty 1/n as scikit-learn's "
+                        "C=1; below 200 rows the figures are cross-validated) or sgd (the mini-batch loop)")
     p.add_argument("--layer-lr-decay", type=float, default=None, help="e.g. 0.9: lower layers learn slower")
     p.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
     p.add_argument("--lr", type=float, default=DEFAULTS.learning_rate, help="learning rate of the heads")

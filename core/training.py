@@ -115,6 +115,9 @@ class ValidationEvent:
     kind: str = "validation"
 
 
+HELD_OUT = "the held-out rows"  # TrainResult.measured_on when the figures come from the validation split
+
+
 @dataclass
 class TrainResult:
     history: list[dict[str, Any]]  # one entry per epoch: train losses, validation losses and metrics
@@ -125,6 +128,7 @@ class TrainResult:
     steps: int
     seconds: float
     freeze: FreezeReport
+    measured_on: str = HELD_OUT  # where best_metrics come from, in words (HELD_OUT or cross-validation)
 
 
 @dataclass
@@ -135,6 +139,13 @@ class DoneEvent:
 
 Event = StartEvent | PrepareEvent | StepEvent | EpochEvent | ValidationEvent | DoneEvent
 EMBED_CHUNK = 256  # texts embedded between two PrepareEvents
+# Below this many rows (training + held-out) a held-out split is a handful of rows and its figures are
+# noise: an exact fit reports k-fold cross-validation over every row instead (the fits take milliseconds).
+# Up to LEAVE_ONE_OUT_UP_TO rows each row is predicted by a fit on all the others (one answer, whatever the
+# split); above that, CV_FOLDS folds.
+CROSS_VALIDATE_BELOW = 200
+LEAVE_ONE_OUT_UP_TO = 100
+CV_FOLDS = 10
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -405,6 +416,44 @@ def _embeddings(model: MultiTaskModel, texts: list[str], batch_size: int, out: l
         yield PrepareEvent(done=done + start + len(chunk), total=total)
 
 
+def _folds(labels: torch.Tensor, k: int, seed: int) -> torch.Tensor:
+    """A fold number per row: seeded, and stratified by topic (rows without one count as one more class)."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    order = order[torch.argsort(labels[order], stable=True)]  # shuffled within each class
+    folds = torch.empty(len(labels), dtype=torch.long)
+    folds[order] = torch.arange(len(labels)) % k
+    return folds
+
+
+def _cross_validated(model: MultiTaskModel, X: torch.Tensor, y: dict[str, torch.Tensor], rows: dict[str, torch.Tensor],
+                     tasks: tuple[str, ...], seed: int) -> dict[str, float]:
+    """Held-out figures by k-fold cross-validation over every row (each row predicted by a fit without it),
+    with the same penalties as the real fit. Leaves the heads set to the last fold's fit."""
+    k = len(X) if len(X) <= LEAVE_ONE_OUT_UP_TO else CV_FOLDS
+    folds = _folds(y["classification"], k, seed)
+    num_classes = len(model.class_names)
+    logits = torch.zeros(len(X), num_classes) if "classification" in tasks else None
+    scores = torch.zeros(len(X)) if "sentiment" in tasks else None
+    for fold in range(k):
+        fit_rows, held = folds != fold, folds == fold
+        for task in tasks:
+            use = fit_rows & rows[task]
+            if not use.any():
+                continue
+            target = y[task][use]
+            if task == "sentiment":
+                _set_linear(model.sentiment_head.linear, *fit_ridge(X[use], target, 1.0 / len(target)))
+            else:
+                _set_linear(model.classifier.linear, *fit_logistic(X[use], target, num_classes, 1.0 / len(target)))
+        with eval_mode(model), torch.no_grad():
+            out = model.heads(X[held].float(), tasks)
+        if logits is not None:
+            logits[held] = out.logits
+        if scores is not None:
+            scores[held] = out.sentiment
+    return task_metrics(model, logits, scores, y["classification"], y["sentiment"])
+
+
 def _set_linear(linear: torch.nn.Linear, weight: torch.Tensor, bias: torch.Tensor) -> None:
     with torch.no_grad():
         linear.weight.copy_(weight.reshape(linear.weight.shape))
@@ -499,6 +548,15 @@ def _fit_heads_exactly(model: MultiTaskModel, train_data: MultiTaskDataset, val_
             W_b = (W, b)
             _set_linear(model.classifier.linear, W, b)
 
+    measured_on = HELD_OUT
+    if not stopped and has_val and len(X) + len(X_val) < CROSS_VALIDATE_BELOW:
+        every = torch.cat([X, X_val])
+        cv_y = {t: torch.cat([y[t], y_val[t]]) for t in y}
+        cv_rows = {t: torch.cat([rows[t], val_rows[t]]) for t in rows}
+        best_metrics = _cross_validated(model, every, cv_y, cv_rows, tasks, config.seed)
+        way = "leave-one-out" if len(every) <= LEAVE_ONE_OUT_UP_TO else f"{CV_FOLDS}-fold"
+        measured_on = f"{way} cross-validation over all {len(every):,} rows"
+        head_fit["held_out_figures"] = measured_on
     if not stopped and has_val:  # the final heads learn from every row given; the figures above are held out
         every = torch.cat([X, X_val])
         for task in tasks:
@@ -514,8 +572,10 @@ def _fit_heads_exactly(model: MultiTaskModel, train_data: MultiTaskDataset, val_
         head_fit["final_fit"] = "training rows"
     head_fit["iterations"] = global_step
     best_epoch = history[-1]["epoch"] if best_metrics and history else None
-    yield DoneEvent(_finish(model, config, train_data, val_data, history, best_epoch, best_metrics, stopped, False,
-                            global_step, started, head_fit))
+    result = _finish(model, config, train_data, val_data, history, best_epoch, best_metrics, stopped, False,
+                     global_step, started, head_fit)
+    result.measured_on = measured_on
+    yield DoneEvent(result)
 
 
 def fit(model: MultiTaskModel, train_data: MultiTaskDataset, val_data: MultiTaskDataset | None = None,

@@ -184,6 +184,11 @@ def test_train_goes_on_from_a_saved_model_and_a_frozen_head_stays_bit_identical(
     csv.write_text("text,label\nA recipe for bread.,Cooking\nA goal in the final.,Sports\n")
     assert_fails(run_cli("train", "--csv", csv, "--model", first, "--out", tmp_path / "x", check=False),
                  "the data has topics ['Cooking'] that first has no class for")
+    # A saved model keeps its own shape: settings for a new one are refused, not silently ignored.
+    assert_fails(run_cli("train", "--builtin", "synthetic", "--size", "60", "--model", first, "--pooling", "cls",
+                         "--no-normalize", "--out", tmp_path / "y", check=False),
+                 "--pooling, --normalize shape a new model, and first keeps its own (pooling mean, normalize on, "
+                 "projection none): drop them, or train from the base encoder")
 
 
 def test_an_encoder_that_does_not_load_is_the_users_mistake_not_a_bug(tmp_path):

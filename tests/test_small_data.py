@@ -98,6 +98,7 @@ def test_a_small_csv_in_the_app_with_the_pages_defaults_gives_the_probes_answers
     session = Session()
     *_, (_, _, status, _, note, _) = TrainTab(shared).run(TrainForm(source="csv", csv_file=_csv(tmp_path)), session)
     assert "fitted exactly" in status and "your model" in note
+    assert "by leave-one-out cross-validation over all 24 rows (too few rows for a held-out split" in status
     _, _, ours = ClassifyTab(shared).classify("\n".join(UNSEEN), session)
     topic_misses, sign_misses = _probe_differences(ours)
     print(f"\napp, 24-row CSV: {topic_misses} topic and {sign_misses} sign differences from the probes in 12")

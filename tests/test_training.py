@@ -299,6 +299,39 @@ def test_an_exact_fit_is_deterministic_streams_its_iterations_and_stops_when_ask
     assert result.stopped and result.steps == 3 and model.record.head_fit["final_fit"] == "training rows"
 
 
+def test_small_data_figures_come_from_leave_one_out_over_every_row_whatever_the_split(real_model):
+    from core.probe import fit_logistic
+
+    data = make_synthetic(28, seed=2)
+    results = []
+    for fraction in (0.1, 0.3):  # 3 or 8 held-out rows: the figures must not hang on which
+        train_set, val_set = data.split(fraction, seed=0)
+        model = MultiTaskModel.for_data(data, real_model.encoder, seed=0)
+        results.append(fit(model, train_set, val_set, TrainingConfig(epochs=2, seed=0)))
+    assert [r.measured_on for r in results] == ["leave-one-out cross-validation over all 28 rows"] * 2
+    assert results[0].best_metrics == pytest.approx(results[1].best_metrics, abs=1e-9)
+    assert results[0].best_metrics["n_classification"] == 28 and model.record.head_fit["held_out_figures"]
+
+    # By hand: each row's topic from a logistic fit on the other 27, with the same penalty.
+    with torch.no_grad():
+        pooled = model.encoder.embed(data.texts, convert_to="tensor", stage="pooled").embeddings
+        X = model.encoder.project(pooled).double()  # what the heads see
+    y = data.label_ids(model.class_names)
+    hits = 0
+    for i in range(len(data)):
+        others = torch.arange(len(data)) != i
+        W, b = fit_logistic(X[others], y[others], len(model.class_names), 1.0 / 27)
+        hits += int((X[i] @ W.T + b).argmax() == y[i])
+    assert results[0].best_metrics["accuracy"] == pytest.approx(hits / 28)
+
+
+def test_held_out_rows_give_the_figures_from_two_hundred_rows_on(real_model, synthetic):
+    train_set, val_set = synthetic  # 240 rows
+    model = MultiTaskModel.for_data(train_set, real_model.encoder, seed=0)
+    result = fit(model, train_set, val_set, TrainingConfig(epochs=2, seed=0))
+    assert result.measured_on == "the held-out rows" and result.best_metrics["n_classification"] == len(val_set)
+
+
 def test_everything_frozen_is_a_baseline_with_the_figures_evaluate_gives(tiny_model, synthetic):
     train_set, val_set = synthetic
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}

@@ -63,6 +63,24 @@ def test_a_run_near_guessing_says_it_barely_learned_and_what_to_add():
     assert "8 or more per topic" in weak and "sentiment barely follows" in weak
 
 
+def test_the_status_says_where_its_figures_come_from_and_when_they_are_rough():
+    from core.training import TrainResult
+    from ui.train_tab import barely_learned, result_words
+
+    def words(metrics, measured_on="the held-out rows"):
+        result = TrainResult(history=[{}], best_epoch=0, best_metrics=metrics, stopped=False, stopped_early=False,
+                             steps=9, seconds=1.0, freeze=None, measured_on=measured_on)
+        return result_words(result, 1.0, timed_out=False, limit_s=180)
+
+    assert "topic accuracy 90% on the held-out rows." in words({"accuracy": 0.9, "n_classification": 200})
+    assert "rough" not in words({"accuracy": 0.9, "n_classification": 200})
+    assert "Only 4 rows were held out, so take these figures as rough." in words({"accuracy": 0.75, "n_classification": 4})
+    cv = words({"accuracy": 0.71, "n_classification": 24}, "leave-one-out cross-validation over all 24 rows")
+    assert "topic accuracy 71% by leave-one-out cross-validation over all 24 rows" in cv and "Best epoch" not in cv
+    weak = barely_learned({"accuracy": 0.3}, 4, "leave-one-out cross-validation over all 24 rows")
+    assert weak.startswith("<br>**It barely learned:** on leave-one-out cross-validation over all 24 rows its topic")
+
+
 def test_the_runs_figure_draws_one_line_per_run_and_marks_the_one_in_use():
     fig = runs_figure({"#1 encoder frozen": [(1, 0.4)], "#2 nothing frozen": [(1, 0.5), (2, 0.3)]},
                             active="#2 nothing frozen")

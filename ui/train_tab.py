@@ -21,6 +21,7 @@ import pandas as pd
 from core import (Deadline, DoneEvent, EpochEvent, MultiTaskModel, PrepareEvent, StartEvent, StepEvent, TrainingConfig,
                   TrainResult, ValidationEvent)
 from core import folders, plots, train
+from core.training import CROSS_VALIDATE_BELOW, HELD_OUT
 from core.errors import ConfigError
 from core.export import export
 from core.freezing import PRESET_HELP, preview
@@ -32,6 +33,7 @@ from .state import MAX_RUNS, Run, Session, Shared, model_note
 logger = logging.getLogger("sentence_lab.app")
 
 VAL_FRACTION = 0.2  # a fifth of the rows is held out for the validation curve and the metrics
+ROUGH_BELOW = 30  # fewer held-out rows than this, and the status says its figures are rough
 STREAM_EVERY_S = 0.25  # step events update the page at most ~4 times a second; epoch events always do
 # What the download offers: the label shown -> the format, and the folder name inside the zip.
 DOWNLOAD_FORMATS = {"Sentence Lab": "sentence-lab", "sentence-transformers": "sentence-transformers", "ONNX": "onnx"}
@@ -136,7 +138,7 @@ def _scores(metrics: dict[str, float]) -> list[str]:
     return scores
 
 
-def barely_learned(metrics: dict[str, float], num_classes: int) -> str:
+def barely_learned(metrics: dict[str, float], num_classes: int, measured_on: str = HELD_OUT) -> str:
     """A plain warning when the held-out figures are close to guessing; empty when they are not."""
     weak = []
     chance = 1 / max(num_classes, 1)
@@ -145,7 +147,7 @@ def barely_learned(metrics: dict[str, float], num_classes: int) -> str:
                     "(8 or more per topic), make the topics more distinct, or check the labels")
     if "pearson" in metrics and not metrics["pearson"] >= 0.2:  # NaN too: constant predictions
         weak.append("its sentiment barely follows the values; add rows across the whole scale")
-    return f"<br>**It barely learned:** on the held-out rows {'; and '.join(weak)}." if weak else ""
+    return f"<br>**It barely learned:** on {measured_on} {'; and '.join(weak)}." if weak else ""
 
 
 def baseline_words(result: TrainResult, rows: int) -> str:
@@ -158,8 +160,13 @@ def result_words(result: TrainResult, seconds: float, timed_out: bool, limit_s: 
     """How a run ended and what it reached, in words (``exact``: heads fitted exactly on a frozen encoder)."""
     scores = _scores(result.best_metrics)
     best = ""
-    if scores and result.best_epoch is not None:
+    if scores and result.best_epoch is not None and result.measured_on != HELD_OUT:
+        best = f" {', '.join(scores)} by {result.measured_on} (too few rows for a held-out split to say much)."
+    elif scores and result.best_epoch is not None:
         best = f" Best epoch {result.best_epoch + 1}: {', '.join(scores)} on the held-out rows."
+        held = int(result.best_metrics.get("n_classification") or result.best_metrics.get("n_sentiment") or 0)
+        if held < ROUGH_BELOW:
+            best += f" Only {held} rows were held out, so take these figures as rough."
     if timed_out:
         head = (f"**Stopped at this server's limit of {limit_s:g} s per run** after {result.steps} steps; "
                 "the model keeps what it learned.")
@@ -187,8 +194,10 @@ def describe_data(data: Any, name: str) -> str:
     else:
         parts.append("no sentiment")
     n_val = max(1, round(len(data) * VAL_FRACTION))
+    small = (f" With the encoder frozen, the scores are cross-validated over all {len(data):,} rows instead: "
+             "too few to judge on the held-out ones alone." if len(data) < CROSS_VALIDATE_BELOW else "")
     return (" · ".join(parts)
-            + f"<br><small>{len(data) - n_val:,} rows to learn from, {n_val:,} held out to check.</small>")
+            + f"<br><small>{len(data) - n_val:,} rows to learn from, {n_val:,} held out to check.{small}</small>")
 
 
 class TrainTab:
@@ -332,7 +341,8 @@ class TrainTab:
             session.add_run(run, model, f"trained on {name}{on} ({len(result.history)} epochs, {strategy})")
             exact = bool(model.record.head_fit)
             words = (result_words(result, seconds, timed_out, limits.max_seconds, exact)
-                     + barely_learned(result.best_metrics, len(model.class_names)) + f"<br><small>Data: {name}.</small>")
+                     + barely_learned(result.best_metrics, len(model.class_names), result.measured_on)
+                     + f"<br><small>Data: {name}.</small>")
             try:
                 archive = str(self.download(model, session))
             except Exception as exc:  # noqa: BLE001 -- the trained model stays in use; only its zip is missing
