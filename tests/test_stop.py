@@ -291,9 +291,19 @@ def test_compare_strategies_runs_each_on_the_same_split_and_stop_ends_them_all(l
     session = Session()
     form = asdict(TrainForm(size=60, epochs=1, batch_size=8))
     outputs = list(lab.compare(session, ["none", "encoder", "sentiment_head"], **form))
-    # In COMPARE_ORDER; the head-frozen one starts from the run before it (heads just fitted), the model then in use.
+    # In COMPARE_ORDER; the head-frozen one starts from the encoder-frozen run (heads just fitted on this data).
     assert [r.strategy for r in session.runs] == ["nothing frozen", "encoder frozen", "sentiment head frozen"]
     assert {r.data for r in session.runs} == {"60 synthetic sentences"} and "Done" in outputs[-1][2]
+
+    # Both head-frozen runs start from that same model, not one from the other: the last one's frozen
+    # sentiment head is the encoder-frozen run's, bit for bit, although the run before it trained that head.
+    both = Session()
+    list(lab.compare(both, ["encoder", "classification_head", "sentiment_head"], **form))
+    fitted, last = both.runs[0].heads, both.model
+    assert [r.strategy for r in both.runs] == ["encoder frozen", "topic head frozen", "sentiment head frozen"]
+    for key, value in last.sentiment_head.state_dict().items():
+        assert torch.equal(value, fitted[f"sentiment_head.{key}"]), key
+    assert not torch.equal(last.classifier.linear.weight, fitted["classifier.linear.weight"])  # this one learned
 
     stopping = Session()
     second = asdict(TrainForm(size=60, epochs=2, batch_size=8))

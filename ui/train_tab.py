@@ -257,10 +257,11 @@ class TrainTab:
         """
         yield from self.run(TrainForm(**form), session)
 
-    def run(self, form: TrainForm, session: Session) -> Iterator[tuple[Any, ...]]:
-        """``train`` with the form as one value (the /train endpoint's fields by name: see TrainForm)."""
+    def run(self, form: TrainForm, session: Session, start: MultiTaskModel | None = None) -> Iterator[tuple[Any, ...]]:
+        """``train`` with the form as one value (the /train endpoint's fields by name: see TrainForm);
+        ``start``: the model a baseline or head-frozen run starts from, by default the model in use."""
         with shown_in_page():
-            yield from self._run(form, session)
+            yield from self._run(form, session, start=start)
 
     def compare(self, session: Session, presets: list[str] | None, **form: Any) -> Iterator[tuple[Any, ...]]:
         """Run each ticked freezing strategy in turn on the same data, split and seed, all within one run's
@@ -270,14 +271,21 @@ class TrainTab:
             if not chosen:
                 raise bad_input("Tick at least one freezing strategy to compare.", title="Nothing to compare")
             deadline = Deadline(self.shared.limits.max_seconds, session.stop)
+            # Every head-frozen run starts from the same model: this comparison's encoder-frozen run when
+            # it has one, else the model in use when it began; not from the run just before it.
+            start = session.model_in_use(self.shared)
             for preset in chosen:
                 stopped = yield from self._run(replace(TrainForm(**form), preset=preset, gradual=False), session,
-                                               deadline)
+                                               deadline, start=start)
                 if stopped:
                     break
+                if preset == "encoder":
+                    start = session.model
 
-    def _run(self, form: TrainForm, session: Session, deadline: Deadline | None = None) -> Iterator[tuple[Any, ...]]:
-        """The run's stream; returns whether Stop or the time limit ended it (``deadline``: one shared by several)."""
+    def _run(self, form: TrainForm, session: Session, deadline: Deadline | None = None,
+             start: MultiTaskModel | None = None) -> Iterator[tuple[Any, ...]]:
+        """The run's stream; returns whether Stop or the time limit ended it (``deadline``: one shared by several;
+        ``start``: the model a baseline or head-frozen run starts from, by default the model in use)."""
         shared, limits = self.shared, self.shared.limits
         if session.running:
             raise bad_input("A run is already going in this page: stop it first.", title="Busy")
@@ -286,7 +294,7 @@ class TrainTab:
         data, name = form.data(shared)
         # The baseline and the head-frozen presets start from the model in use (the shipped one, or the
         # visitor's): a head kept as it is must be a trained one, and a baseline measures that model.
-        current = session.model_in_use(shared) if form.preset in STARTS_FROM_CURRENT else None
+        current = (start or session.model_in_use(shared)) if form.preset in STARTS_FROM_CURRENT else None
         if form.preset in STARTS_FROM_CURRENT:
             if current is None:
                 raise bad_input("There is no model in use to start from yet: train one with the encoder frozen first.")
