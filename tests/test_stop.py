@@ -285,6 +285,39 @@ def test_runs_are_kept_side_by_side_any_can_be_used_again_and_memory_stays_bound
         session.use_run(encoder_run.number, lab.shared)
 
 
+def test_a_pinned_encoder_run_stays_usable_and_one_pin_at_a_time_bounds_the_weights_kept(lab):
+    session = Session()
+
+    def held() -> list[int]:
+        return [r.number for r in session.runs if r.model is not None]
+
+    for seed in range(3):  # three runs that train the encoder: #1, #2, #3
+        list(lab.run(TrainForm(size=40, seed=seed, preset="none", epochs=1, batch_size=8), session))
+        if seed == 0:
+            first = check_classify(lab, session)
+            table = lab.pin_run(1, session)[0]  # the page's button
+            assert list(table["Pinned"]) == ["📌"]
+    assert held() == [1, 3]  # the pinned run and the one in use: two encoders at most
+    session.use_run(1, lab.shared)  # its own weights, as they were
+    for a, b in zip(check_classify(lab, session), first):
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
+    assert held() == [1]  # #3 was neither pinned nor in use any more
+    with pytest.raises(ValueError, match="Run #3's encoder weights were already let go; run it again, then pin it"):
+        session.pin(3)
+    with pytest.raises(ValueError, match="Run #2 trained the encoder, and its weights were let go"):
+        session.use_run(2, lab.shared)
+
+    list(lab.run(TrainForm(size=40, seed=3, preset="none", epochs=1, batch_size=8), session))  # run #4
+    assert held() == [1, 4] and "is pinned" in session.pin(4)  # the pin moves, and #1 is let go
+    assert [r.number for r in session.runs if r.pinned] == [4] and held() == [4]
+    session.use_shipped()
+    assert held() == [4]  # pinned: kept while the shipped model is in use
+    assert session.pin(4) == "Run #4 is unpinned." and held() == []
+
+    list(lab.run(TrainForm(size=40, seed=4, preset="encoder", epochs=1, batch_size=8), session))
+    assert "always kept, no pin needed" in session.pin(5)
+
+
 def test_compare_strategies_runs_each_on_the_same_split_and_stop_ends_them_all(lab, every_step_streams):
     from dataclasses import asdict
 

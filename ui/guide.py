@@ -86,6 +86,30 @@ text,label,sentiment
 "Profits soared this quarter.",Business,0.8
 ```
 
+With few rows (under 200) and the encoder frozen, the scores come from *cross-validation*: each
+row is predicted by a model fitted without it, so every row counts, rather than judging on the
+handful a split would hold out. With the encoder learning on so few rows, the status says the
+scores are rough.
+
+## Built-in data
+
+- **Synthetic sentences**: made up on the spot, four news topics and a sentiment. Some are
+  negated ("was no triumph"), some mix two topics, a few carry a wrong label: not every setting
+  gets everything right.
+- **Review sentences**: 2,979 real one-line reviews of products, movies and restaurants, each
+  positive or negative (Kotzias et al. 2015, CC BY 4.0). The site is easy to tell; the sentiment
+  is where letting the encoder learn pays.
+- **BBC News articles**: 2,225 real articles in five topics, no sentiment.
+
+## Your runs
+
+Every run you make is kept in the table under **Your runs** (the last 20), with its scores on
+the held-out rows and its curve on one plot. **Use this run** makes any of them your model
+again. A run that changed the encoder is big (90 MB), so the page keeps its weights only while
+it is in use, or while it is **pinned** (one at a time); runs that trained only the heads are
+always kept. **Compare strategies** runs the ticked settings one after another on the same
+rows and seed, so their scores can be compared fairly.
+
 What you train stays in your browser session: other visitors keep seeing the shipped model, and
 your model is gone when you close the page, so download it if you want to keep it.
 """

@@ -157,6 +157,7 @@ class Shared:
 # -- one visitor ------------------------------------------------------------------------------------------
 
 MAX_RUNS = 20  # runs a session remembers; the oldest is forgotten first
+MAX_PINNED = 1  # encoder runs a session may pin (90 MB each), beside the one in use
 
 
 @dataclass
@@ -164,8 +165,8 @@ class Run:
     """One of a visitor's runs: what it was, what it reached on held-out rows, and how to use it again.
 
     A heads-only run keeps its heads (a few KB) and is rebuilt on the shared encoder when used
-    again; a run that changed the encoder keeps those weights (90 MB) only while it is in use, so a
-    session never holds more than one encoder of its own.
+    again; a run that changed the encoder keeps those weights (90 MB) only while it is in use or
+    pinned, so a session never holds more than two encoders of its own.
     """
 
     number: int
@@ -178,7 +179,8 @@ class Run:
     base: str  # the base encoder's name
     heads_config: HeadsConfig
     heads: dict[str, Tensor] | None = None  # heads-only runs: their tensors, on the CPU
-    model: MultiTaskModel | None = field(default=None, repr=False)  # encoder runs, while in use
+    model: MultiTaskModel | None = field(default=None, repr=False)  # encoder runs, while in use or pinned
+    pinned: bool = False  # an encoder run whose weights stay when another model comes into use
 
     @property
     def name(self) -> str:
@@ -225,12 +227,11 @@ class Session:
 
     def use_run(self, number: int, shared: Shared) -> Run:
         """Make run ``number`` the model in use again (ConfigError when it cannot be any more)."""
-        run = next((r for r in self.runs if r.number == number), None)
-        if run is None:
-            raise ConfigError(f"There is no run #{number} in this session (it keeps the last {MAX_RUNS}).")
+        run = self._run(number)
         if run.model is None and run.heads is None:
             raise ConfigError(f"Run #{number} trained the encoder, and its weights were let go when another model "
-                              "came into use (a session keeps one encoder of its own). Run it again to get it back.")
+                              "came into use (a session keeps only the one in use and a pinned one). Run it again "
+                              "to get it back, and pin it to keep it.")
         model = run.model
         if model is None:  # heads on the shared encoder: rebuilt in a moment
             encoder = shared.encoder_for_run(shared.base_encoder(run.base), changes_weights=False)
@@ -240,11 +241,33 @@ class Session:
         self._activate(number)
         return run
 
+    def pin(self, number: int) -> str:
+        """Keep run ``number``'s encoder weights when another model comes into use (at most MAX_PINNED
+        runs: pinning one more unpins the oldest pin); pinning it again unpins it. Says what happened."""
+        run = self._run(number)
+        if run.heads is not None:
+            return f"Run #{number} trained only the heads: it is always kept, no pin needed."
+        if run.model is None:
+            raise ConfigError(f"Run #{number}'s encoder weights were already let go; run it again, then pin it.")
+        run.pinned = not run.pinned
+        others = [r for r in self.runs if r.pinned and r is not run] if run.pinned else []
+        for old in others[:max(0, len(others) - (MAX_PINNED - 1))]:  # the oldest pins give way
+            old.pinned = False
+        self._activate(self.active_run)  # lets go of an unpinned run's weights unless it is in use
+        return (f"Run #{number} is pinned: its weights stay when you use another run (one pinned run at a time)."
+                if run.pinned else f"Run #{number} is unpinned.")
+
+    def _run(self, number: int) -> Run:
+        run = next((r for r in self.runs if r.number == number), None)
+        if run is None:
+            raise ConfigError(f"There is no run #{number} in this session (it keeps the last {MAX_RUNS}).")
+        return run
+
     def _activate(self, number: int | None) -> None:
-        """Mark the run in use; the other runs that changed the encoder let their weights go."""
+        """Mark the run in use; the other runs that changed the encoder let their weights go unless pinned."""
         self.active_run = number
         for run in self.runs:
-            if run.number != number and run.heads is None:
+            if run.number != number and run.heads is None and not run.pinned:
                 run.model = None
 
     def model_in_use(self, shared: Shared) -> MultiTaskModel | None:

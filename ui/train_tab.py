@@ -59,7 +59,8 @@ STARTS_FROM_CURRENT = ("all", "classification_head", "sentiment_head")  # preset
 # The order "Compare strategies" runs them in: the head-frozen ones last, right after "encoder frozen",
 # so that they start from heads just trained on this data (they start from the model in use).
 COMPARE_ORDER = ("none", "encoder", "classification_head", "sentiment_head")
-RUN_COLUMNS = ["Run", "Data", "Freezing", "Epochs", "Seconds", "Accuracy", "Macro-F1", "MAE", "Pearson", "In use"]
+RUN_COLUMNS = ["Run", "Data", "Freezing", "Epochs", "Seconds", "Accuracy", "Macro-F1", "MAE", "Pearson", "In use",
+               "Pinned"]
 METRIC_COLUMNS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "mae": "MAE", "pearson": "Pearson"}  # validation
 
 
@@ -399,7 +400,8 @@ class TrainTab:
         rows = [{"Run": f"#{r.number}", "Data": r.data, "Freezing": r.strategy, "Epochs": r.epochs,
                  "Seconds": round(r.seconds, 1)}
                 | {label: round(r.metrics[key], 4) for key, label in METRIC_COLUMNS.items() if key in r.metrics}
-                | {"In use": "✓" if r.number == session.active_run else ""} for r in session.runs]
+                | {"In use": "✓" if r.number == session.active_run else "", "Pinned": "📌" if r.pinned else ""}
+                for r in session.runs]
         table = pd.DataFrame(rows, columns=RUN_COLUMNS) if rows else pd.DataFrame(columns=RUN_COLUMNS)
         active = next((r.name for r in session.runs if r.number == session.active_run), None)
         figure = plots.runs_figure({r.name: r.curve for r in session.runs}, active=active)
@@ -414,6 +416,14 @@ class TrainTab:
             session.use_run(whole("Run", number), self.shared)
         return (model_note(session, self.shared.default_model), *self.clear_download(), *self.show_runs(session),
                 session)
+
+    def pin_run(self, number: Any, session: Session) -> tuple[Any, ...]:
+        """Pin (or unpin) a run that trained the encoder, so that its weights stay when another is used."""
+        with shown_in_page():
+            if number is None:
+                raise bad_input("Choose a run first.", title="No run chosen")
+            gr.Info(session.pin(whole("Run", number)))
+        return (*self.show_runs(session), session)
 
     def stop(self, session: Session) -> str:
         """Ask this visitor's run to end at its next step; the model keeps what it learned so far."""
@@ -483,6 +493,7 @@ def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.
         with gr.Row():
             run_choice = gr.Dropdown([], value=None, label="Run", elem_id="run-choice", scale=3)
             use_run_btn = gr.Button("Use this run", variant="secondary", elem_id="use-run-btn", scale=1)
+            pin_run_btn = gr.Button("Pin / unpin", variant="secondary", elem_id="pin-run-btn", scale=1)
         with gr.Row():
             compare_presets = gr.CheckboxGroup(
                 [(PRESET_LABELS[key].split(":")[0], key) for key in COMPARE_ORDER],
@@ -509,6 +520,7 @@ def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.
     use_run_btn.click(tab.use_run, [run_choice, session],
                       [classify.model_note, model_file, download_note, runs_table, runs_plot, run_choice, session],
                       **private)
+    pin_run_btn.click(tab.pin_run, [run_choice, session], [runs_table, runs_plot, run_choice, session], **private)
     download_format.change(tab.prepare_download, [download_format, session], [model_file, download_note],
                            show_progress_on=[download_note], **private)
     classify.default_btn.click(tab.clear_download, None, [model_file, download_note], **private)
