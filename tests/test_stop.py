@@ -296,7 +296,7 @@ def test_a_pinned_encoder_run_stays_usable_and_one_pin_at_a_time_bounds_the_weig
         if seed == 0:
             first = check_classify(lab, session)
             table = lab.pin_run(1, session)[0]  # the page's button
-            assert list(table["Pinned"]) == ["📌"]
+            assert list(table["In use"]) == ["✓ pinned"]
     assert held() == [1, 3]  # the pinned run and the one in use: two encoders at most
     session.use_run(1, lab.shared)  # its own weights, as they were
     for a, b in zip(check_classify(lab, session), first):

@@ -59,8 +59,8 @@ STARTS_FROM_CURRENT = ("all", "classification_head", "sentiment_head")  # preset
 # The order "Compare strategies" runs them in: the head-frozen ones last, right after "encoder frozen",
 # so that they start from heads just trained on this data (they start from the model in use).
 COMPARE_ORDER = ("none", "encoder", "classification_head", "sentiment_head")
-RUN_COLUMNS = ["Run", "Data", "Freezing", "Epochs", "Seconds", "Accuracy", "Macro-F1", "MAE", "Pearson", "In use",
-               "Pinned"]
+RUN_COLUMNS = ["Run", "Data", "Freezing", "Epochs", "Seconds", "Accuracy", "Macro-F1", "MAE", "Pearson", "In use"]
+DATA_SHOWN = 40  # characters of a run's data name in the runs table (the Run list below it has the whole name)
 METRIC_COLUMNS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "mae": "MAE", "pearson": "Pearson"}  # validation
 
 
@@ -183,6 +183,10 @@ def result_words(result: TrainResult, seconds: float, timed_out: bool, limit_s: 
         head = f"**Done in {seconds:.0f} s:** {len(result.history)} epochs, {result.steps} steps."
     return (f"{head}{best}<br>It is now **your model in the Classify tab**; "
             "the **Download** button saves it as a zip: Sentence Lab, sentence-transformers or ONNX.")
+
+
+def _shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def describe_data(data: Any, name: str) -> str:
@@ -397,10 +401,10 @@ class TrainTab:
     @staticmethod
     def show_runs(session: Session) -> tuple[pd.DataFrame, Any, Any]:
         """The visitor's runs: a table, their held-out curves on one plot, and the choice of one to use."""
-        rows = [{"Run": f"#{r.number}", "Data": r.data, "Freezing": r.strategy, "Epochs": r.epochs,
-                 "Seconds": round(r.seconds, 1)}
+        rows = [{"Run": f"#{r.number}", "Data": _shortened(r.data, DATA_SHOWN), "Freezing": r.strategy,
+                 "Epochs": r.epochs, "Seconds": round(r.seconds, 1)}
                 | {label: round(r.metrics[key], 4) for key, label in METRIC_COLUMNS.items() if key in r.metrics}
-                | {"In use": "✓" if r.number == session.active_run else "", "Pinned": "📌" if r.pinned else ""}
+                | {"In use": " ".join(m for m, on in (("✓", r.number == session.active_run), ("pinned", r.pinned)) if on)}
                 for r in session.runs]
         table = pd.DataFrame(rows, columns=RUN_COLUMNS) if rows else pd.DataFrame(columns=RUN_COLUMNS)
         active = next((r.name for r in session.runs if r.number == session.active_run), None)
