@@ -31,6 +31,10 @@ HeadSolver = Literal["exact", "sgd"]
 HEAD_SOLVERS: tuple[str, ...] = ("exact", "sgd")
 PADDING_MODES: tuple[str, ...] = ("longest", "max_length")
 
+# Sentiment values (in data and in a model's range) past this are refused: no scale people use comes
+# near it, and ±1e30 or more would overflow the float32 loss (squared) or the tensor itself.
+MAX_SENTIMENT = 1e6
+
 BUILTIN_DATASETS: tuple[str, ...] = ("synthetic", "bbc_news", "reviews")  # data sets that need no files (core.datasets.load_builtin)
 # Every way a model leaves the lab (core.export.export): its own folder and the two exports.
 EXPORT_FORMATS: tuple[str, ...] = ("sentence-lab", "sentence-transformers", "onnx")
@@ -116,6 +120,9 @@ class HeadsConfig(_Serializable):
         lo, hi = (float(v) for v in self.sentiment_range)
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ConfigError(f"sentiment_range must be two finite numbers (low, high) with low < high, got {self.sentiment_range!r}")
+        if max(abs(lo), abs(hi)) > MAX_SENTIMENT:
+            raise ConfigError(f"sentiment_range {self.sentiment_range!r} goes beyond ±{MAX_SENTIMENT:,.0f}; use a scale "
+                              "such as -1 to 1, 0 to 1 or 1 to 5")
         self.sentiment_range = (lo, hi)
 
 

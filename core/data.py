@@ -16,6 +16,7 @@ import io
 import math
 import os
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -23,6 +24,7 @@ from typing import Iterable, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from .config import MAX_SENTIMENT
 from .errors import ConfigError, DataError
 from .losses import IGNORE_LABEL
 from .record import DataSummary
@@ -237,7 +239,7 @@ def _read_records(reader: Iterable[list[str]], name: str, max_rows: int | None) 
     if not any(h.strip() for h in header):
         raise DataError(name, ["row 1: the header row has no column names; expected a 'text' column"])
     columns = [h.strip().lower() for h in header]
-    duplicated = sorted({c for c in columns if columns.count(c) > 1 and c})
+    duplicated = sorted(c for c, n in Counter(columns).items() if n > 1 and c)  # linear: a header may be wide
     if duplicated:
         raise DataError(name, [f"row 1: column(s) {duplicated} appear more than once"])
     if TEXT not in columns:
@@ -273,6 +275,10 @@ def _read_records(reader: Iterable[list[str]], name: str, max_rows: int | None) 
             else:
                 if not math.isfinite(score):
                     problems.append(f"{row}, column 'sentiment': {raw_score!r} is not a finite number")
+                    score = None
+                elif abs(score) > MAX_SENTIMENT:
+                    problems.append(f"{row}, column 'sentiment': {raw_score} is beyond ±{MAX_SENTIMENT:,.0f}; use a "
+                                    "scale such as -1 to 1, 0 to 1 or 1 to 5")
                     score = None
         elif not label:
             problems.append(f"{row}, columns 'label'/'sentiment': the row has neither a label nor a sentiment")

@@ -210,3 +210,13 @@ def test_save_and_every_export_go_through_the_one_folder_writer(tiny_encoder_dir
         export(tiny_model, tmp_path / fmt, fmt)
     assert calls == list(EXPORT_FORMATS)
     assert MultiTaskModel.load(tmp_path / "sentence-lab").class_names == tiny_model.class_names
+
+
+@pytest.mark.parametrize("scale", [(-1e39, 1e39), (0.0, 1e30)])
+def test_a_sentiment_range_past_what_float32_losses_hold_is_refused(scale):
+    from core.config import HeadsConfig
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"goes beyond ±1,000,000; use a scale such as -1 to 1, 0 to 1 or 1 to 5"):
+        HeadsConfig(sentiment_range=scale)
+    assert HeadsConfig(sentiment_range=(1, 5)).sentiment_range == (1.0, 5.0)
