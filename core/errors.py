@@ -26,6 +26,10 @@ class EncoderLoadError(ConfigError):
         super().__init__(f"cannot load the encoder {name!r} here: {reason}")
 
 
+class DivergedError(SentenceLabError, ArithmeticError):
+    """A training run whose loss or weights stopped being finite numbers: nothing of it is kept."""
+
+
 class TextError(SentenceLabError, ValueError):
     """A text that cannot be embedded: empty, invisible characters only, or not valid Unicode."""
 

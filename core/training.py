@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .cache import TrainingInputs
 from .config import TrainingConfig
 from .data import MultiTaskDataset
-from .errors import ConfigError
+from .errors import ConfigError, DivergedError
 from .freezing import FreezeReport, apply_preset, freeze_report, parameter_groups, unfreeze_top_layers
 from .losses import IGNORE_LABEL, MultiTaskLoss
 from .metrics import classification_metrics, regression_metrics
@@ -297,7 +297,9 @@ def train(
             report = unfreeze_top_layers(model, epoch)
             frozen_layers = model.encoder.frozen_bottom()
         num_layers = len(model.encoder.layers)
-        coming = [num_layers - e for e in range(epoch + 1, config.epochs) if config.gradual_unfreeze and e <= num_layers]
+        # the layers the next epochs open (none past the last layer: an epoch count of 10**9 lists six at most)
+        coming = ([num_layers - e for e in range(epoch + 1, min(config.epochs, num_layers + 1))]
+                  if config.gradual_unfreeze else [])
         for inputs in (train_inputs, val_inputs):
             if inputs is not None:  # runs the frozen bottom (for this epoch and, memory allowing, the coming ones)
                 inputs.set_frozen(frozen_layers if config.cache_embeddings else None, coming)
@@ -314,6 +316,8 @@ def train(
             labels, targets = train_inputs.labels[index], train_inputs.targets[index]
             out = train_inputs.forward(index, _batch_tasks(tasks, labels, targets))
             loss = loss_fn(out.logits, out.sentiment, labels, targets)
+            if not torch.isfinite(loss.total):
+                raise _diverged(config, epoch, step, f"the loss became {loss.total.item()}")
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             if config.max_grad_norm:
@@ -355,8 +359,20 @@ def train(
     if not stopped and best_state is not None and best_epoch != history[-1]["epoch"]:
         model.load_state_dict(best_state, strict=False)  # keep the best epoch's weights, not the last one's
         logger.info("restored the weights of epoch %d (best validation loss %.4f)", best_epoch, best_loss)
+    bad = next((n for n, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()), None)
+    if bad is not None:  # a last step can leave weights broken although every loss seen was finite
+        raise _diverged(config, len(history) - 1, global_step, f"the weights of {bad} are no longer finite")
     yield DoneEvent(_finish(model, config, train_data, val_data, history, best_epoch, best_metrics, stopped,
                             stopped_early, global_step, started))
+
+
+def _diverged(config: TrainingConfig, epoch: int, step: int, what: str) -> DivergedError:
+    """The error that ends a run which blew up: what happened, where, and which setting to lower."""
+    rates = f"{config.learning_rate:g} for the heads"
+    if config.freeze != "encoder" or config.gradual_unfreeze:
+        rates += f", {config.encoder_learning_rate or config.learning_rate:g} for the encoder"
+    return DivergedError(f"training diverged at epoch {epoch + 1}, step {step}: {what}. Lower the learning rate "
+                         f"(now {rates}); nothing from this run was kept")
 
 
 def _finish(model: MultiTaskModel, config: TrainingConfig, train_data: MultiTaskDataset,

@@ -191,6 +191,15 @@ def test_train_goes_on_from_a_saved_model_and_a_frozen_head_stays_bit_identical(
                  "projection none): drop them, or train from the base encoder")
 
 
+@pytest.mark.slow
+def test_a_diverging_run_exits_2_and_writes_nothing(tiny_encoder_dir, tmp_path):
+    out = tmp_path / "never"
+    assert_fails(run_cli("train", "--builtin", "synthetic", "--size", "60", "--model", tiny_encoder_dir,
+                         "--freeze", "none", "--lr", "1e30", "--out", out, "--quiet", check=False),
+                 "training diverged at epoch 1, step ")
+    assert not out.exists()
+
+
 def test_an_encoder_that_does_not_load_is_the_users_mistake_not_a_bug(tmp_path):
     csv = tmp_path / "tiny.csv"
     csv.write_text("text,label\nA goal in the final.,Sports\nShares fell.,Business\nA new phone.,Tech\n")

@@ -153,6 +153,18 @@ def test_a_run_that_fails_half_way_keeps_the_previous_model(lab, every_step_stre
     check_classify(lab, session)
 
 
+def test_a_run_that_diverges_says_so_and_never_becomes_the_visitors_model(lab):
+    session = Session()
+    list(start(lab, session, seed=1, epochs=1))
+    previous, before, runs = session.model, weights(session.model), list(session.runs)
+    with pytest.raises(gr.Error, match=r"training diverged at epoch 1, step \d+: the loss became (nan|inf)\. Lower the "
+                                       r"learning rate \(now 1e\+30 for the heads, 2e-05 for the encoder\)"):
+        list(lab.run(TrainForm(size=60, seed=2, preset="none", epochs=1, learning_rate=1e30, batch_size=8), session))
+    assert session.model is previous and same_weights(before, weights(session.model)) and session.runs == runs
+    assert not session.running
+    check_classify(lab, session)
+
+
 def test_a_crash_while_saving_leaves_no_half_written_model(lab, every_step_streams, monkeypatch, tmp_path):
     session = Session()
     list(start(lab, session, seed=3, epochs=1))

@@ -332,6 +332,22 @@ def test_held_out_rows_give_the_figures_from_two_hundred_rows_on(real_model, syn
     assert result.measured_on == "the held-out rows" and result.best_metrics["n_classification"] == len(val_set)
 
 
+def test_a_run_that_diverges_ends_at_once_with_a_clear_message(tokenizer, synthetic):
+    from core.errors import DivergedError
+
+    train_set, val_set = synthetic
+    tiny_model = _tiny(tokenizer)  # its own: this run leaves it broken
+    config = TrainingConfig(epochs=3, freeze="none", learning_rate=1e30, encoder_learning_rate=1e30,
+                            warmup_ratio=0.0, max_grad_norm=None, head_solver="sgd")
+    steps = []
+    with pytest.raises(DivergedError, match=r"training diverged at epoch 1, step \d+: the loss became (nan|inf)\. "
+                                            r"Lower the learning rate \(now 1e\+30 for the heads, 1e\+30 for the "
+                                            r"encoder\); nothing from this run was kept"):
+        for event in train(tiny_model, train_set, val_set, config):
+            steps += [event] if isinstance(event, StepEvent) else []
+    assert len(steps) < 10  # it ended at the first bad step, not after three epochs of noise
+
+
 def test_everything_frozen_is_a_baseline_with_the_figures_evaluate_gives(tiny_model, synthetic):
     train_set, val_set = synthetic
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
