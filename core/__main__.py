@@ -70,6 +70,7 @@ def cmd_train(args: argparse.Namespace) -> Any:
     from .data import check_learnable, read_csvs
     from .datasets import load_builtin
     from .encoder import SentenceEncoder
+    from . import folders
     from .model import MultiTaskModel, is_model_folder
     from .training import fit
 
@@ -92,6 +93,7 @@ def cmd_train(args: argparse.Namespace) -> Any:
                           f"{Path(args.model).name} keeps its own (pooling {kept.pooling}, normalize "
                           f"{'on' if kept.normalize else 'off'}, projection {kept.projection_dim or 'none'}): drop "
                           "them, or train from the base encoder")
+    folders.check_target(args.out, is_model_folder)  # before the work: an hour's run must not end in a refusal
     if start is None and args.freeze in ("classification_head", "sentiment_head"):
         raise ConfigError(f"--freeze {args.freeze} keeps a trained head as it is: pass --model DIR, a saved model "
                           "whose head to keep (new heads start random, so a frozen one would stay random)")

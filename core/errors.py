@@ -60,3 +60,7 @@ class MissingFileError(SentenceLabError, FileNotFoundError):
 
 class FolderExistsError(SentenceLabError, FileExistsError):
     """Saving would replace a file or folder that is not ours."""
+
+
+class NotWritableError(SentenceLabError, PermissionError):
+    """A place to save to that cannot be written (no permission, or a file where a folder must go)."""

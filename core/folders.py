@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from .errors import FolderExistsError, ModelFolderError
+from .errors import ConfigError, FolderExistsError, ModelFolderError, NotWritableError
 
 # Weight formats that can carry pickled Python objects, i.e. code that runs on load. A folder holding
 # one is refused outright, even beside safetensors: it is not what we saved, so it may be tampered with.
@@ -42,7 +42,7 @@ def write_folder(folder: str | os.PathLike, is_ours: Callable[[Path], bool]) -> 
     folder that ``is_ours`` does not recognise.
     """
     folder = Path(folder)
-    check_replaceable(folder, is_ours)
+    check_target(folder, is_ours)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a saved model is an ordinary folder
@@ -52,6 +52,26 @@ def write_folder(folder: str | os.PathLike, is_ours: Callable[[Path], bool]) -> 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_target(folder: str | os.PathLike, is_ours: Callable[[Path], bool]) -> None:
+    """Everything about a place to save to that can be known before any work: call it before an hour of
+    training, not after. Refuses an empty name, the root or current folder, a file, a foreign folder
+    (check_replaceable) and a place this process cannot write in."""
+    if not str(folder).strip():
+        raise ConfigError("the folder to save to is empty: name one, e.g. --out my-model")
+    path = Path(folder)
+    resolved = path.resolve()
+    if resolved == resolved.parent or resolved == Path.cwd().resolve():
+        raise FolderExistsError(f"{folder} is {'the root folder' if resolved == resolved.parent else 'the current folder'}"
+                                ": saving replaces the folder whole, so name a new folder inside it instead")
+    check_replaceable(path, is_ours)
+    # The model is written beside the folder, then swapped in: the nearest existing parent must take it.
+    existing = next(p for p in resolved.parents if p.exists())  # the root always exists
+    if not existing.is_dir():
+        raise NotWritableError(f"cannot save to {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise NotWritableError(f"cannot save to {folder}: no permission to write in {existing}")
 
 
 def check_replaceable(folder: Path, is_ours: Callable[[Path], bool]) -> None:

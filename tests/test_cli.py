@@ -205,3 +205,30 @@ def test_an_encoder_that_does_not_load_is_the_users_mistake_not_a_bug(tmp_path):
     csv.write_text("text,label\nA goal in the final.,Sports\nShares fell.,Business\nA new phone.,Tech\n")
     assert_fails(run_cli("train", "--csv", csv, "--model", tmp_path, "--out", tmp_path / "m", check=False),
                  f"cannot load the encoder '{tmp_path}' here:")
+
+
+@pytest.mark.parametrize("out, message", [
+    ("", "the folder to save to is empty: name one, e.g. --out my-model"),
+    ("/", "/ is the root folder: saving replaces the folder whole, so name a new folder inside it instead"),
+    (".", ". is the current folder: saving replaces the folder whole"),
+    ("notes.txt", "notes.txt exists and is not a folder: choose another place to save to"),
+    ("notes.txt/model", "cannot save to notes.txt/model: "),
+    ("mine", "mine exists and is not a saved Sentence Lab model: refusing to replace it"),
+])
+def test_train_checks_out_before_any_work(out, message, tmp_path, monkeypatch, capsys):
+    import core.training
+    from core.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("my notes")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "main.py").write_text("print('mine')")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking --out")
+
+    monkeypatch.setattr(core.training, "fit", no_training)
+    assert main(["train", "--builtin", "synthetic", "--size", "40", "--out", out, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err, err
+    assert (tmp_path / "notes.txt").read_text() == "my notes" and (tmp_path / "mine" / "main.py").exists()
