@@ -45,6 +45,14 @@ def test_sentences_are_the_non_blank_lines_within_the_limits():
         sentences("a\nb\nc", Limits(max_sentences=2))
 
 
+def test_a_huge_text_body_is_refused_before_it_is_split():
+    limits = Limits(max_sentences=2, max_chars=10)  # at most 2 * (10 + 1) = 22 characters a request
+    assert sentences("a" * 10 + "\n" + "b" * 11, limits).lines == ["a" * 10, "b" * 10]
+    with pytest.raises(gr.Error, match=r"The text is 23 characters; this server reads at most 22 per request "
+                                       r"\(2 sentences of up to 10 characters\)"):
+        sentences("x" * 23, limits)
+
+
 def test_pairs_are_ranked_and_told_in_words():
     scores = np.array([[1.0, 0.9, 0.1], [0.9, 1.0, 0.3], [0.1, 0.3, 1.0]])
     pairs = ranked_pairs(scores)

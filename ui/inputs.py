@@ -93,7 +93,13 @@ class Sentences:
 
 def sentences(text: str | None, limits: Limits) -> Sentences:
     """One sentence per non-blank line, within the server's limits; a line that is not text is named."""
-    lines = [line.strip() for line in str(text or "").splitlines()]
+    text = str(text or "")
+    most = limits.max_sentences * (limits.max_chars + 1)  # checked before any splitting: a body may be huge
+    if len(text) > most:
+        raise bad_input(f"The text is {len(text):,} characters; this server reads at most {most:,} per request "
+                        f"({limits.max_sentences} sentences of up to {limits.max_chars:,} characters).",
+                        title="Too long")
+    lines = [line.strip() for line in text.splitlines()]
     lines = [line for line in lines if not is_blank(line)]  # empty, or only invisible characters: not a sentence
     if not lines:
         raise bad_input("Type at least one sentence (one per line).", title="Nothing to read")
