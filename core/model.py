@@ -294,6 +294,7 @@ class MultiTaskModel(nn.Module):
         tensors = folders.read_tensors(folder / HEADS_FILE)  # before the encoder: a broken file fails fast
         encoder_config, heads_config = (_section(folder, config, key, kind)
                                         for key, kind in (("encoder", EncoderConfig), ("heads", HeadsConfig)))
+        _check_sizes(folder, encoder_config, heads_config, tensors)  # before any layer is built from them
         if config["encoder_weights"] == "stored":
             backbone, tokenizer = _load_encoder(folder, str(folder / ENCODER_DIR), "its stored encoder")
             encoder = SentenceEncoder(encoder_config, backbone, tokenizer)
@@ -313,6 +314,20 @@ class MultiTaskModel(nn.Module):
         model.record = TrainingRecord.from_config({k: v for k, v in config.items() if k in RECORD_KEYS})
         model.eval()
         return model.to(device) if device is not None else model
+
+
+def _check_sizes(folder: Path, encoder: EncoderConfig, heads: HeadsConfig, tensors: dict[str, Tensor]) -> None:
+    """The sizes config.json gives must be the saved tensors' own: a 2 KB config must not make the loader
+    build a 15 GB layer (projection_dim 10,000,000) only to find the shapes differ."""
+    def rows(name: str) -> int | None:
+        return tensors[name].shape[0] if name in tensors and tensors[name].dim() == 2 else None
+
+    expected = {"projection.weight": encoder.projection_dim, "classifier.linear.weight": len(heads.class_names)}
+    for name, size in expected.items():
+        if rows(name) != size:
+            raise ModelFolderError(f"{folder}: {HEADS_FILE} does not match {CONFIG_FILE} (edited, or from another "
+                                   f"model?): {CONFIG_FILE} gives {size!r} for the {name.split('.')[0]}, the tensors "
+                                   f"hold {rows(name)!r}")
 
 
 def is_model_folder(folder: Path) -> bool:

@@ -220,3 +220,15 @@ def test_a_sentiment_range_past_what_float32_losses_hold_is_refused(scale):
     with pytest.raises(ConfigError, match=r"goes beyond ±1,000,000; use a scale such as -1 to 1, 0 to 1 or 1 to 5"):
         HeadsConfig(sentiment_range=scale)
     assert HeadsConfig(sentiment_range=(1, 5)).sentiment_range == (1.0, 5.0)
+
+
+def test_a_model_with_a_projection_saves_and_loads_back_the_same(tiny_encoder_dir, tmp_path):
+    from core.encoder import SentenceEncoder
+
+    torch.manual_seed(0)
+    encoder = SentenceEncoder.from_pretrained(str(tiny_encoder_dir), projection_dim=8, max_length=64)
+    model = MultiTaskModel(encoder, HeadsConfig(class_names=["a", "b"])).eval()
+    again = MultiTaskModel.load(model.save(tmp_path / "projected"))  # the size check sees the projection's 8 rows
+    texts = ["A projected sentence.", "Another one."]
+    assert again.encoder.projection.out_features == 8
+    assert torch.allclose(again.encoder.encode(texts, convert_to="tensor"), model.encoder.encode(texts, convert_to="tensor"))

@@ -217,7 +217,10 @@ TAMPERED = [
      r"heads\.safetensors is not a readable safetensors file"),
     ("config edited: one more class", "base", _edit_config(lambda c: c["heads"]["class_names"].append("Weather")),
      r"heads\.safetensors does not match config\.json \(edited, or from another model\?\): "
-     r"classifier\.linear\.bias has shape \(4,\), expected \(5,\)"),
+     r"config\.json gives 5 for the classifier, the tensors hold 4"),
+    # Checked before any layer is built: 10,000,000 here would have allocated a 15 GB projection first.
+    ("config edited: a huge projection", "base", _edit_config(lambda c: c["encoder"].update(projection_dim=100_000)),
+     r"config\.json gives 100000 for the projection, the tensors hold None"),
     ("heads with wrong shapes", "base", _edit_heads(lambda t: t.update({"sentiment_head.linear.weight": torch.zeros(1, 7)})),
      r"sentiment_head\.linear\.weight has shape \(1, 7\), expected \(1, 32\)"),
     ("heads with NaN weights", "base", _edit_heads(lambda t: t["classifier.linear.bias"].fill_(math.nan)),
