@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -356,16 +357,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
         result = COMMANDS[args.command](args)
+    except KeyboardInterrupt:  # Ctrl-C: what was kept, in one line (a save swaps its folder in only when complete)
+        kept = "; nothing was saved and --out is as it was" if getattr(args, "out", None) else ""
+        return _fail(f"interrupted{kept}", status=130)
     except (SentenceLabError, OSError) as exc:  # the user's input, or a file they named: one line, no traceback
         return _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 -- a bug: the traceback goes to the log, the line says so
         logger.exception("internal error in %s", args.command)
         return _fail(f"internal error ({type(exc).__name__}: {exc}); this is a bug in Sentence Lab, "
                      "please report it with the traceback above", status=1)
-    if args.json:
-        print(json.dumps(_finite(result)))
-    else:
-        _print_human(args.command, result)
+    try:
+        if args.json:
+            print(json.dumps(_finite(result)))
+        else:
+            _print_human(args.command, result)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): say so once, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return _fail("the output pipe closed before everything was written", status=141)
     return 0
 
 

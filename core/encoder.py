@@ -173,7 +173,11 @@ class SentenceEncoder(nn.Module):
     def _model_max_length(self) -> int:
         st_config = Path(resolve_model_path(self.config.model_name)) / "sentence_bert_config.json"
         if st_config.is_file():  # the limit the sentence model was trained with (256 for MiniLM)
-            return int(json.loads(st_config.read_text())["max_seq_length"])
+            try:
+                return int(json.loads(st_config.read_text(encoding="utf-8"))["max_seq_length"])
+            except (ValueError, KeyError, TypeError) as exc:  # empty, not JSON, or without the number
+                raise EncoderLoadError(self.config.model_name, f"its sentence_bert_config.json has no readable "
+                                       f"max_seq_length ({type(exc).__name__}: {exc})") from None
         limits = [getattr(self.backbone.config, "max_position_embeddings", None), getattr(self.tokenizer, "model_max_length", None)]
         limits = [int(x) for x in limits if x is not None and x < 1_000_000]  # tokenizers use 1e30 for "none"
         return min(limits) if limits else 512

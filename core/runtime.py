@@ -10,12 +10,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import ConfigError
+
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """The device asked for, or CUDA when there is one, else the CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device asked for, or CUDA when there is one, else the CPU. A device this machine does not
+    have is the user's mistake (ConfigError), not a crash deep inside torch."""
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"unknown device {device!r} ({exc}); use cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} is not available here: this torch has no usable CUDA GPU; use cpu")
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r} is not available here: there are {torch.cuda.device_count()} GPUs")
+    return chosen
 
 
 def seed_everything(seed: int) -> None:

@@ -232,3 +232,37 @@ def test_train_checks_out_before_any_work(out, message, tmp_path, monkeypatch, c
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err, err
     assert (tmp_path / "notes.txt").read_text() == "my notes" and (tmp_path / "mine" / "main.py").exists()
+
+
+def test_ctrl_c_during_train_is_one_line_saying_nothing_was_saved(tmp_path, monkeypatch, capsys):
+    import core.training
+    from core.__main__ import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(core.training, "fit", interrupted)
+    out = tmp_path / "model"
+    assert main(["train", "--builtin", "synthetic", "--size", "40", "--out", str(out), "--quiet"]) == 130
+    assert capsys.readouterr().err == "error: interrupted; nothing was saved and --out is as it was\n"
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_device_this_machine_lacks_is_a_one_line_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the missing-device message cannot be shown here")
+    assert_fails(run_cli("train", "--builtin", "synthetic", "--size", "40", "--device", "cuda", "--out",
+                         tmp_path / "m", check=False),
+                 "device 'cuda' is not available here: this torch has no usable CUDA GPU; use cpu")
+    assert_fails(run_cli("train", "--builtin", "synthetic", "--size", "40", "--device", "tpu9", "--out",
+                         tmp_path / "m", check=False), "unknown device 'tpu9'")
+
+
+def test_a_reader_that_goes_away_is_one_line_not_a_traceback(tiny_encoder_dir):
+    texts = [f"sentence number {i}" for i in range(400)]  # more JSON than a pipe buffer holds
+    proc = subprocess.Popen([sys.executable, "-m", "core", "embed", "--model", str(tiny_encoder_dir), "--json",
+                             "--quiet", *texts], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # like `| head` exiting at once
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == "error: the output pipe closed before everything was written\n", err

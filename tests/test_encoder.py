@@ -135,3 +135,17 @@ def test_split_forward_equals_the_whole(real_encoder):
         for k in (0, 3, 6):
             split = real_encoder.top(real_encoder.bottom(features, k), features["attention_mask"], k)
             assert (split - whole).abs().max() <= 1e-5, k
+
+
+def test_an_empty_sentence_bert_config_is_a_load_error_not_a_crash(tiny_encoder_dir, tmp_path):
+    import shutil
+
+    from core.encoder import SentenceEncoder
+    from core.errors import EncoderLoadError
+
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_encoder_dir, folder)
+    (folder / "sentence_bert_config.json").write_text("")
+    with pytest.raises(EncoderLoadError, match=r"cannot load the encoder '.*broken' here: its sentence_bert_config\.json "
+                                               r"has no readable max_seq_length \(JSONDecodeError"):
+        SentenceEncoder.from_pretrained(str(folder))
