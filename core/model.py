@@ -372,6 +372,8 @@ def _load_encoder(folder: Path, name: str, what: str) -> tuple[nn.Module, Any]:
     """load_backbone without downloads, its failures named as this folder's problem."""
     if what == "its stored encoder" and not Path(name).is_dir():
         raise ModelFolderError(f"{folder}: encoder_weights is 'stored' but the {ENCODER_DIR}/ folder is missing")
+    if Path(name).expanduser().is_dir():  # a base encoder named by a path: the same checks as the folder itself
+        folders.check_files(Path(name).expanduser())
     try:
         return load_backbone(name, local_only=True)
     except EncoderLoadError as exc:

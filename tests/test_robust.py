@@ -204,7 +204,27 @@ def _edit_heads(change):
     return edit
 
 
+def _base_encoder_elsewhere_with(plant):
+    """A copy of the base encoder beside the model, changed by ``plant``, and config.json pointing at it."""
+    def edit(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        elsewhere = folder.parent / "elsewhere-encoder"
+        shutil.copytree(config["base_encoder"]["name"], elsewhere)
+        plant(elsewhere)
+        config["base_encoder"]["name"] = str(elsewhere)
+        (folder / "config.json").write_text(json.dumps(config))
+    return edit
+
+
 TAMPERED = [
+    # A base encoder named by a path gets the folder checks too: it must not be a way around them.
+    ("base encoder: a folder with a pickle", "base",
+     _base_encoder_elsewhere_with(lambda f: (f / "pytorch_model.bin").write_bytes(PICKLE)),
+     r"elsewhere-encoder: refusing to load a folder with pickle files \(pytorch_model\.bin\)"),
+    ("base encoder: a folder whose weights are a link", "base",
+     _base_encoder_elsewhere_with(lambda f: ((f / "model.safetensors").rename(f.parent / "weights"),
+                                             (f / "model.safetensors").symlink_to(f.parent / "weights"))),
+     r"elsewhere-encoder: refusing to follow symbolic links \(model\.safetensors\)"),
     ("pickle beside the safetensors", "base", lambda f: (f / "pytorch_model.bin").write_bytes(PICKLE),
      r"refusing to load a folder with pickle files \(pytorch_model\.bin\): they can run code when opened"),
     ("pickle instead of the encoder's safetensors", "stored",
