@@ -378,12 +378,12 @@ def _diverged(config: TrainingConfig, epoch: int, step: int, what: str) -> Diver
 def _finish(model: MultiTaskModel, config: TrainingConfig, train_data: MultiTaskDataset,
             val_data: MultiTaskDataset | None, history: list[dict[str, Any]], best_epoch: int | None,
             best_metrics: dict[str, float], stopped: bool, stopped_early: bool, steps: int, started: float,
-            head_fit: dict[str, Any] | None = None) -> TrainResult:
+            head_fit: dict[str, Any] | None = None, measured_on: str = HELD_OUT) -> TrainResult:
     """The run's result, and its record on the model (what the saved folder and the card will say)."""
     model.eval()
     result = TrainResult(history=history, best_epoch=best_epoch, best_metrics=best_metrics, stopped=stopped,
                          stopped_early=stopped_early, steps=steps, seconds=time.perf_counter() - started,
-                         freeze=freeze_report(model))
+                         freeze=freeze_report(model), measured_on=measured_on)
     model.record = TrainingRecord(
         config=config, train_data=train_data.summary(), validation_data=val_data.summary() if val_data is not None else None,
         files=model.record.files, epochs_run=len(history), best_epoch=best_epoch, stopped=stopped, steps=steps,
@@ -447,20 +447,14 @@ def _cross_validated(model: MultiTaskModel, X: torch.Tensor, y: dict[str, torch.
     with the same penalties as the real fit. Leaves the heads set to the last fold's fit."""
     k = len(X) if len(X) <= LEAVE_ONE_OUT_UP_TO else CV_FOLDS
     folds = _folds(y["classification"], k, seed)
-    num_classes = len(model.class_names)
-    logits = torch.zeros(len(X), num_classes) if "classification" in tasks else None
+    logits = torch.zeros(len(X), len(model.class_names)) if "classification" in tasks else None
     scores = torch.zeros(len(X)) if "sentiment" in tasks else None
     for fold in range(k):
         fit_rows, held = folds != fold, folds == fold
         for task in tasks:
             use = fit_rows & rows[task]
-            if not use.any():
-                continue
-            target = y[task][use]
-            if task == "sentiment":
-                _set_linear(model.sentiment_head.linear, *fit_ridge(X[use], target, 1.0 / len(target)))
-            else:
-                _set_linear(model.classifier.linear, *fit_logistic(X[use], target, num_classes, 1.0 / len(target)))
+            if use.any():
+                _fit_head(model, task, X[use], y[task][use])
         with eval_mode(model), torch.no_grad():
             out = model.heads(X[held].float(), tasks)
         if logits is not None:
@@ -474,6 +468,17 @@ def _set_linear(linear: torch.nn.Linear, weight: torch.Tensor, bias: torch.Tenso
     with torch.no_grad():
         linear.weight.copy_(weight.reshape(linear.weight.shape))
         linear.bias.copy_(bias.reshape(linear.bias.shape))
+
+
+def _fit_head(model: MultiTaskModel, task: str, X: torch.Tensor, target: torch.Tensor,
+              init: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    """Set one head to its exact fit on (X, target), L2 penalty 1/n: ridge in closed form, or logistic by
+    L-BFGS (from ``init`` when given)."""
+    if task == "sentiment":
+        _set_linear(model.sentiment_head.linear, *fit_ridge(X, target, 1.0 / len(target)))
+    else:
+        _set_linear(model.classifier.linear, *fit_logistic(X, target, len(model.class_names), 1.0 / len(target),
+                                                           init=init))
 
 
 def _fit_heads_exactly(model: MultiTaskModel, train_data: MultiTaskDataset, val_data: MultiTaskDataset | None,
@@ -565,33 +570,24 @@ def _fit_heads_exactly(model: MultiTaskModel, train_data: MultiTaskDataset, val_
             _set_linear(model.classifier.linear, W, b)
 
     measured_on = HELD_OUT
-    if not stopped and has_val and len(X) + len(X_val) < CROSS_VALIDATE_BELOW:
-        every = torch.cat([X, X_val])
-        cv_y = {t: torch.cat([y[t], y_val[t]]) for t in y}
-        cv_rows = {t: torch.cat([rows[t], val_rows[t]]) for t in rows}
-        best_metrics = _cross_validated(model, every, cv_y, cv_rows, tasks, config.seed)
-        way = "leave-one-out" if len(every) <= LEAVE_ONE_OUT_UP_TO else f"{CV_FOLDS}-fold"
-        measured_on = f"{way} cross-validation over all {len(every):,} rows"
-        head_fit["held_out_figures"] = measured_on
     if not stopped and has_val:  # the final heads learn from every row given; the figures above are held out
         every = torch.cat([X, X_val])
+        every_y = {t: torch.cat([y[t], y_val[t]]) for t in y}
+        every_rows = {t: torch.cat([rows[t], val_rows[t]]) for t in rows}
+        if len(every) < CROSS_VALIDATE_BELOW:  # too few held-out rows to judge on: cross-validate over all
+            best_metrics = _cross_validated(model, every, every_y, every_rows, tasks, config.seed)
+            way = "leave-one-out" if len(every) <= LEAVE_ONE_OUT_UP_TO else f"{CV_FOLDS}-fold"
+            measured_on = head_fit["held_out_figures"] = f"{way} cross-validation over all {len(every):,} rows"
         for task in tasks:
-            keep = torch.cat([rows[task], val_rows[task]])
-            target = torch.cat([y[task], y_val[task]])[keep]
-            if task == "sentiment":
-                _set_linear(model.sentiment_head.linear, *fit_ridge(every[keep], target, 1.0 / len(target)))
-            else:
-                _set_linear(model.classifier.linear, *fit_logistic(every[keep], target, num_classes,
-                                                                   1.0 / len(target), init=W_b))
+            keep = every_rows[task]
+            _fit_head(model, task, every[keep], every_y[task][keep], init=W_b if task == "classification" else None)
         head_fit["final_fit"] = "training + held-out rows"
     else:
         head_fit["final_fit"] = "training rows"
     head_fit["iterations"] = global_step
     best_epoch = history[-1]["epoch"] if best_metrics and history else None
-    result = _finish(model, config, train_data, val_data, history, best_epoch, best_metrics, stopped, False,
-                     global_step, started, head_fit)
-    result.measured_on = measured_on
-    yield DoneEvent(result)
+    yield DoneEvent(_finish(model, config, train_data, val_data, history, best_epoch, best_metrics, stopped, False,
+                            global_step, started, head_fit, measured_on))
 
 
 def fit(model: MultiTaskModel, train_data: MultiTaskDataset, val_data: MultiTaskDataset | None = None,

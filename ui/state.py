@@ -187,8 +187,6 @@ class Run:
         return f"#{self.number} {self.strategy}"
 
 
-
-
 class Session:
     """One visitor's things: the model they trained, its download, and the stop flag of their run.
 

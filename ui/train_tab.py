@@ -57,7 +57,7 @@ SOURCE_CHOICES = [("Synthetic sentences (generated, 4 topics + sentiment)", "syn
                   ("My CSV file", "csv")]
 STARTS_FROM_CURRENT = ("all", "classification_head", "sentiment_head")  # presets that need the model in use
 # The order "Compare strategies" runs them in: the head-frozen ones last, right after "encoder frozen",
-# so that they start from heads just trained on this data (they start from the model in use).
+# so that both start from the heads that run just fitted on this data (see TrainTab.compare).
 COMPARE_ORDER = ("none", "encoder", "classification_head", "sentiment_head")
 RUN_COLUMNS = ["Run", "Data", "Freezing", "Epochs", "Seconds", "Accuracy", "Macro-F1", "MAE", "Pearson", "In use"]
 DATA_SHOWN = 40  # characters of a run's data name in the runs table (the Run list below it has the whole name)
@@ -183,6 +183,13 @@ def result_words(result: TrainResult, seconds: float, timed_out: bool, limit_s: 
         head = f"**Done in {seconds:.0f} s:** {len(result.history)} epochs, {result.steps} steps."
     return (f"{head}{best}<br>It is now **your model in the Classify tab**; "
             "the **Download** button saves it as a zip: Sentence Lab, sentence-transformers or ONNX.")
+
+
+def _chosen_run(number: Any) -> int:
+    """The run number picked in the Run list (a bad_input when none is)."""
+    if number is None:
+        raise bad_input("Choose a run first.", title="No run chosen")
+    return whole("Run", number)
 
 
 def _shortened(text: str, limit: int) -> str:
@@ -415,18 +422,14 @@ class TrainTab:
     def use_run(self, number: Any, session: Session) -> tuple[Any, ...]:
         """Make one of the visitor's runs the model in use again (the Classify tab answers with it)."""
         with shown_in_page():
-            if number is None:
-                raise bad_input("Choose a run first.", title="No run chosen")
-            session.use_run(whole("Run", number), self.shared)
+            session.use_run(_chosen_run(number), self.shared)
         return (model_note(session, self.shared.default_model), *self.clear_download(), *self.show_runs(session),
                 session)
 
     def pin_run(self, number: Any, session: Session) -> tuple[Any, ...]:
         """Pin (or unpin) a run that trained the encoder, so that its weights stay when another is used."""
         with shown_in_page():
-            if number is None:
-                raise bad_input("Choose a run first.", title="No run chosen")
-            gr.Info(session.pin(whole("Run", number)))
+            gr.Info(session.pin(_chosen_run(number)))
         return (*self.show_runs(session), session)
 
     def stop(self, session: Session) -> str:
