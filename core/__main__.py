@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from .config import (BUILTIN_DATASETS, DEFAULT_HEADS_DIR, DEFAULT_MODEL, EXPORT_FORMATS, FREEZE_PRESETS, HEAD_SOLVERS,
                      NORMALIZE_FOR_TRAINING, POOLING_MODES, TrainingConfig)
-from .errors import ConfigError, MissingFileError, SentenceLabError, TextError
+from .errors import ConfigError, DataError, MissingFileError, SentenceLabError, TextError
 from .text import check_texts, is_blank
 
 logger = logging.getLogger("sentence_lab.cli")
@@ -26,14 +26,14 @@ DEFAULTS = TrainingConfig()  # train's options default to the library's own sett
 
 def _texts(args: argparse.Namespace) -> list[str]:
     """The sentences to read, checked before any model is loaded."""
+    from .data import read_text_file
+
     texts = list(args.texts)
     if args.file:
-        raw = Path(args.file).read_bytes()
-        try:
-            lines = raw.decode("utf-8-sig").splitlines()
-        except UnicodeDecodeError as exc:
-            raise TextError(f"{args.file}: not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8") from None
+        lines = read_text_file(args.file, args.file, unit="line").splitlines()
         texts += [line for line in lines if not is_blank(line)]  # blank lines are not sentences
+        if not texts:
+            raise DataError(args.file, ["no sentences: the file is empty or has only blank lines; write one per line"])
     if not texts:
         raise TextError("no text given: pass sentences as arguments or --file with one per line")
     check_texts(texts, lambda i: f"text {i + 1}")
@@ -141,6 +141,7 @@ def cmd_evaluate(args: argparse.Namespace) -> Any:
     from .model import MultiTaskModel
     from .training import evaluate
 
+    data = read_csvs(args.csv)  # before the model: a bad file is told at once
     folder = _model_dir(args)
     model = MultiTaskModel.load(folder)
     data = read_csvs(args.csv)
@@ -159,6 +160,7 @@ def cmd_evaluate_sts(args: argparse.Namespace) -> Any:
     from .encoder import SentenceEncoder
     from .evaluation import sts_correlation
     from .model import MultiTaskModel
+    pairs = read_sts(args.csv)  # before the model: a bad file is told at once
 
     if args.model:
         encoder = MultiTaskModel.load(args.model).encoder
@@ -166,7 +168,6 @@ def cmd_evaluate_sts(args: argparse.Namespace) -> Any:
             encoder = encoder.with_settings(pooling=args.pooling)
     else:
         encoder = SentenceEncoder.from_pretrained(args.base_model, pooling=args.pooling or "mean")
-    pairs = read_sts(args.csv)
     return {**sts_correlation(encoder, pairs, batch_size=args.batch_size, show_progress_bar=not args.quiet),
             "pooling": encoder.config.pooling, "file": str(args.csv)}
 

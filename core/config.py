@@ -35,6 +35,10 @@ PADDING_MODES: tuple[str, ...] = ("longest", "max_length")
 # near it, and ±1e30 or more would overflow the float32 loss (squared) or the tensor itself.
 MAX_SENTIMENT = 1e6
 
+# A max_length past this is refused: the longest-reading sentence encoders (ModernBERT, bge-m3,
+# nomic-embed) stop at 8192 tokens, and padding="max_length" makes a (batch, max_length) tensor.
+MAX_LENGTH_LIMIT = 8192
+
 BUILTIN_DATASETS: tuple[str, ...] = ("synthetic", "bbc_news", "reviews")  # data sets that need no files (core.datasets.load_builtin)
 # Every way a model leaves the lab (core.export.export): its own folder and the two exports.
 EXPORT_FORMATS: tuple[str, ...] = ("sentence-lab", "sentence-transformers", "onnx")
@@ -98,6 +102,9 @@ class EncoderConfig(_Serializable):
         if self.max_length is not None:
             if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 2:
                 raise ConfigError(f"max_length must be an integer >= 2 or None, got {self.max_length!r}")
+            if self.max_length > MAX_LENGTH_LIMIT:
+                raise ConfigError(f"max_length must be at most {MAX_LENGTH_LIMIT:,} tokens, got {self.max_length!r}; "
+                                  "leave it out (None) to use the model's own limit")
 
 
 @dataclass

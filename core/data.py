@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 import os
 import random
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +32,16 @@ from .losses import IGNORE_LABEL
 from .record import DataSummary
 from .text import text_problem
 
-__all__ = ["DataError", "Example", "Batch", "MultiTaskDataset", "collate", "read_csv", "read_csvs", "check_learnable"]
+__all__ = ["DataError", "Example", "Batch", "MultiTaskDataset", "collate", "read_csv", "read_csvs", "check_learnable",
+           "read_text_file"]
 
 TEXT, LABEL, SENTIMENT = "text", "label", "sentiment"
 MAX_ERRORS_SHOWN = DataError.MAX_SHOWN
 # Files that are not CSV text although people name them .csv: their first bytes, and what they are.
 _NOT_CSV = {b"PK\x03\x04": "a zip archive or an Excel .xlsx workbook", b"\xd0\xcf\x11\xe0": "an old Excel .xls workbook",
             b"%PDF": "a PDF document", b"\xff\xfe": "UTF-16 text", b"\xfe\xff": "UTF-16 text"}
+# A last line put after the file's own: a cell that takes it in opened a quote that the file never closes.
+_END = "\ufffe\uffffend of the file\uffff\ufffe"
 
 
 @dataclass(frozen=True)
@@ -198,32 +203,54 @@ def read_csv(source: str | os.PathLike | io.TextIOBase, *, name: str | None = No
     """Load and validate a CSV (see the module docstring). Raises DataError naming each row and column.
 
     Rows are numbered as a spreadsheet shows them: the header is row 1, a multi-line cell is one row.
-    ``max_rows`` refuses a file with more data rows than that (a server's limit), before reading on.
+    Lines may end in \\n, \\r\\n or an old Mac's \\r. ``max_rows`` refuses a file with more data rows
+    than that (a server's limit), before reading on.
     """
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        name = name or path.name
-        if not path.is_file():
-            raise DataError(name, ["file not found"])
-        raw = path.read_bytes()
-        kind = next((what for magic, what in _NOT_CSV.items() if raw.startswith(magic)), None)
-        if kind:
-            raise DataError(name, [f"this is {kind}, not a CSV in UTF-8: save it as 'CSV UTF-8 (comma delimited)'"])
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            row = raw[:exc.start].count(b"\n") + 1
-            raise DataError(name, [f"row {row}: not UTF-8 text (byte {exc.start} cannot be decoded); save the file as UTF-8"]) from None
+        name = name or Path(source).name
+        text = read_text_file(source, name, expected="a CSV in UTF-8", save_as="'CSV UTF-8 (comma delimited)'")
     else:
         text = source.read()
         name = name or "csv"
     if not text.strip("\ufeff \t\r\n"):
         raise DataError(name, ["the file is empty; expected a header row with a 'text' column"])
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    lines = io.StringIO(text.lstrip("\ufeff"), newline="")  # newline="": the csv module sees every line ending as it is
+    reader = csv.reader(itertools.chain(lines, [_END]))
     try:
         return _read_records(reader, name, max_rows)
     except csv.Error as exc:  # e.g. a cell longer than the csv module's field limit (131,072 characters)
         raise DataError(name, [f"row {reader.line_num}: cannot be read as CSV ({exc})"]) from None
+
+
+def read_text_file(path: str | os.PathLike, name: str, *, unit: str = "row", expected: str = "UTF-8 text",
+                   save_as: str = "UTF-8") -> str:
+    """The text of a file in UTF-8 (without a byte-order mark), or a DataError that says why not.
+
+    A folder, a device (``/dev/zero`` would be read forever) or a pipe is refused before reading;
+    a workbook, a PDF or UTF-16 text by its bytes; other bytes that are not UTF-8 by the ``unit``
+    ("row" or "line") they are on, counting \\n, \\r\\n and \\r as line ends.
+    """
+    path = Path(path)
+    if not path.is_file():
+        if not path.exists():
+            raise DataError(name, ["file not found"])
+        mode = path.stat().st_mode
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else
+                "a socket" if stat.S_ISSOCK(mode) else "a device")
+        raise DataError(name, [f"this is {kind}, not a regular file; give the path of a file"])
+    raw = path.read_bytes()
+    head = raw[:4096]
+    kind = next((what for magic, what in _NOT_CSV.items() if raw.startswith(magic)), None)
+    if kind is None and head.count(0) > len(head) // 4:  # "t\0e\0x\0t\0": UTF-16 saved without a byte-order mark
+        kind = "UTF-16 text or binary data (it is full of NUL bytes)"
+    if kind:
+        raise DataError(name, [f"this is {kind}, not {expected}: save it as {save_as}"])
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1
+        raise DataError(name, [f"{unit} {line}: not UTF-8 text (byte {exc.start} cannot be decoded); "
+                               "save the file as UTF-8"]) from None
 
 
 def _shown(header: list[str]) -> str:
@@ -234,8 +261,10 @@ def _shown(header: list[str]) -> str:
 
 def _read_records(reader: Iterable[list[str]], name: str, max_rows: int | None) -> MultiTaskDataset:
     header = next(iter(reader), None)
-    if header is None:
+    if header in (None, [_END]):
         raise DataError(name, ["the file is empty; expected a header row with a 'text' column"])
+    if any(_END in h for h in header):
+        raise DataError(name, [_unclosed_quote("row 1")])
     if not any(h.strip() for h in header):
         raise DataError(name, ["row 1: the header row has no column names; expected a 'text' column"])
     columns = [h.strip().lower() for h in header]
@@ -254,6 +283,11 @@ def _read_records(reader: Iterable[list[str]], name: str, max_rows: int | None) 
     texts, labels, sentiments, rows, problems = [], [], [], [], []
     for number, record in enumerate(reader, start=2):  # counted in records: a quoted cell may span lines
         row = f"row {number}"
+        if record == [_END]:
+            break
+        if any(_END in cell for cell in record):  # the file ended inside this row's quoted cell
+            problems.append(_unclosed_quote(row))
+            break
         if max_rows is not None and len(texts) >= max_rows and any(cell.strip() for cell in record):
             raise DataError(name, [f"more than {max_rows:,} data rows; the limit here is {max_rows:,}"])
         if not any(cell.strip() for cell in record):
@@ -291,6 +325,11 @@ def _read_records(reader: Iterable[list[str]], name: str, max_rows: int | None) 
     if not texts:
         raise DataError(name, ["the file has a header but no data rows"])
     return MultiTaskDataset(texts, labels, sentiments, rows)
+
+
+def _unclosed_quote(row: str) -> str:
+    return (f"{row} opens a quote (\") that is never closed, so the rest of the file was read as one cell; "
+            "close the quote, or write a quote inside a text as two (\"\")")
 
 
 def read_csvs(paths: Sequence[str | os.PathLike]) -> MultiTaskDataset:

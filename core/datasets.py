@@ -9,14 +9,17 @@ the shared real sets (AG News, SST, STS-B) found through ``$SENTENCE_LAB_DATA``.
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import BUILTIN_DATASETS
-from .data import MultiTaskDataset, read_csv
+from .data import MultiTaskDataset, read_csv, read_text_file
 from .errors import ConfigError, DataError
+from .text import text_problem
 
 DATA_ENV = "SENTENCE_LAB_DATA"
 
@@ -191,22 +194,34 @@ class StsPairs:
 
 
 def read_sts(path: str | os.PathLike) -> StsPairs:
-    """STS-B file: tab-separated, no header; fields genre, file, year, id, score, sentence1, sentence2."""
+    """STS-B file: tab-separated, no header; fields genre, file, year, id, score, sentence1, sentence2.
+
+    Raises DataError naming the row (the line) of a short line, a score that is not a finite
+    number, or a sentence with nothing to read.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path.name, ["file not found"])
+    text = read_text_file(path, path.name)
     s1, s2, scores = [], [], []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            fields = line.rstrip("\n").split("\t")
-            if not line.strip():
-                continue
-            if len(fields) < 7:
-                raise DataError(path.name, [f"row {line_no}: {len(fields)} tab-separated fields, expected at least 7"])
-            try:
-                scores.append(float(fields[4]))
-            except ValueError:
-                raise DataError(path.name, [f"row {line_no}, column 5 (score): {fields[4]!r} is not a number"]) from None
-            s1.append(fields[5])
-            s2.append(fields[6])
+    for line_no, line in enumerate(io.StringIO(text, newline=None), 1):  # newline=None: \n, \r\n and \r end a line
+        fields = line.rstrip("\n").split("\t")
+        if not line.strip():
+            continue
+        if len(fields) < 7:
+            raise DataError(path.name, [f"row {line_no}: {len(fields)} tab-separated fields, expected at least 7"])
+        try:
+            score = float(fields[4])
+        except ValueError:
+            raise DataError(path.name, [f"row {line_no}, column 5 (score): {fields[4]!r} is not a number"]) from None
+        if not math.isfinite(score):  # NaN would pass into the correlation and quietly change it
+            raise DataError(path.name, [f"row {line_no}, column 5 (score): {fields[4]!r} is not a finite number"])
+        for column, sentence in ((6, fields[5]), (7, fields[6])):
+            if text_problem(sentence):
+                raise DataError(path.name, [f"row {line_no}, column {column} (sentence{column - 5}): the text "
+                                            f"{text_problem(sentence)}"])
+        scores.append(score)
+        s1.append(fields[5])
+        s2.append(fields[6])
+    if not scores:
+        raise DataError(path.name, ["the file has no sentence pairs; expected tab-separated lines of genre, file, "
+                                    "year, id, score, sentence1, sentence2"])
     return StsPairs(s1, s2, scores)

@@ -1,6 +1,7 @@
 """The command line as other tools script it: JSON forms, exit codes, one-line errors."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -232,6 +233,52 @@ def test_train_checks_out_before_any_work(out, message, tmp_path, monkeypatch, c
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err, err
     assert (tmp_path / "notes.txt").read_text() == "my notes" and (tmp_path / "mine" / "main.py").exists()
+
+
+STS_LINE = "main-captions\tMSRvid\t2012test\t{id}\t{score}\tA man is playing a guitar.\tA man plays the guitar.\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    pytest.param(["train", "--csv", "folder", "--out", "m"], r"^folder: this is a folder, not a regular file",
+                 id="train --csv a folder"),
+    pytest.param(["train", "--csv", "/dev/zero", "--out", "m"], r"^zero: this is a device, not a regular file",
+                 id="train --csv /dev/zero"),
+    pytest.param(["evaluate", "--csv", "folder"], r"^folder: this is a folder, not a regular file", id="evaluate --csv a folder"),
+    pytest.param(["evaluate-sts", "--csv", "nan.tsv"], r"^nan\.tsv: row 2, column 5 \(score\): 'nan' is not a finite number",
+                 id="evaluate-sts NaN score"),
+    pytest.param(["evaluate-sts", "--csv", "inf.tsv"], r"^inf\.tsv: row 1, column 5 \(score\): '-inf' is not a finite number",
+                 id="evaluate-sts infinite score"),
+    pytest.param(["evaluate-sts", "--csv", "folder"], r"^folder: this is a folder, not a regular file",
+                 id="evaluate-sts --csv a folder"),
+    pytest.param(["predict", "--file", "blank.txt"],
+                 r"^blank\.txt: no sentences: the file is empty or has only blank lines; write one per line",
+                 id="predict --file with blank lines only"),
+    pytest.param(["predict", "--file", "utf16.txt"], r"^utf16\.txt: this is UTF-16 text, not UTF-8 text: save it as UTF-8",
+                 id="predict --file in UTF-16"),
+    pytest.param(["embed", "--file", "folder"], r"^folder: this is a folder, not a regular file", id="embed --file a folder"),
+])
+def test_a_file_that_cannot_be_read_is_named_before_any_model_loads(args, message, tmp_path, monkeypatch, capsys):
+    from core.__main__ import main
+    from core.encoder import SentenceEncoder
+    from core.model import MultiTaskModel
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "nan.tsv").write_text(STS_LINE.format(id="0001", score="2.5") + STS_LINE.format(id="0002", score="nan"))
+    (tmp_path / "inf.tsv").write_text(STS_LINE.format(id="0001", score="-inf"))
+    (tmp_path / "blank.txt").write_text("\n  \n\t\n")
+    (tmp_path / "utf16.txt").write_bytes("A man plays the guitar.\n".encode("utf-16"))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("loaded a model before reading the file")
+
+    monkeypatch.setattr(MultiTaskModel, "load", no_model)
+    monkeypatch.setattr(SentenceEncoder, "from_pretrained", no_model)
+    assert main([*args, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert re.search(message, err.removeprefix("error: ")), err
+    assert not (tmp_path / "m").exists()
 
 
 def test_ctrl_c_during_train_is_one_line_saying_nothing_was_saved(tmp_path, monkeypatch, capsys):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,6 +72,13 @@ def test_read_csv_accepts_a_file_object_and_skips_blank_lines():
     data = read_csv(io.StringIO("text,label\none,A\n\ntwo,B\n"), name="upload.csv")
     assert data.texts == ["one", "two"]
     assert data.rows == ["upload.csv row 2", "upload.csv row 4"]  # the blank line is spreadsheet row 3
+
+
+def test_read_csv_reads_old_mac_line_endings(tmp_path):
+    # \r alone ends a line in files from classic Mac OS (and some exporters); a quoted cell may still span lines.
+    data = read_csv(_write(tmp_path, b'text,label\rA cat.,pets\r"A dog,\ron two lines.",dogs\r\rA cow.,farm'))
+    assert data.texts == ["A cat.", "A dog,\ron two lines.", "A cow."]
+    assert data.rows == ["data.csv row 2", "data.csv row 3", "data.csv row 5"]
 
 
 # -- read_csv: errors name the row and column -----------------------------------------------
@@ -164,6 +173,56 @@ def test_non_utf8_error_names_the_row(tmp_path):
     with pytest.raises(DataError, match=r"UTF-8") as info:
         read_csv(path)
     assert "row 3" in str(info.value)
+
+
+def test_non_utf8_error_counts_old_mac_line_endings(tmp_path):
+    path = _write(tmp_path, b"text,label\rfine,A\rcaf\xe9 au lait,B\r")
+    with pytest.raises(DataError, match=r"data\.csv: row 3: not UTF-8"):
+        read_csv(path)
+
+
+@pytest.mark.parametrize("content, row", [
+    pytest.param(b'text,label\n"A cat.,pets\nA dog.,pets\n', 2, id="first data row"),
+    pytest.param(b'text,label\nA bird.,birds\n"A cat.,pets\nA dog.,pets\n', 3, id="a later row"),
+    pytest.param(b'text,label\nA bird.,birds\n"A cat.,pets', 3, id="the last line, no line end"),
+    pytest.param(b'"text,label\nA cat.,pets\n', 1, id="the header"),
+])
+def test_an_unclosed_quote_names_the_row_that_opens_it(tmp_path, content, row):
+    with pytest.raises(DataError, match=rf'data\.csv: row {row} opens a quote \(\"\) that is never closed, so the rest '
+                                        r"of the file was read as one cell") as info:
+        read_csv(_write(tmp_path, content))
+    assert len(info.value.problems) == 1  # not also "neither a label nor a sentiment" for the swallowed rows
+
+
+def test_quotes_that_close_are_read_as_before(tmp_path):
+    data = read_csv(_write(tmp_path, b'text,label\n"A cat, ""the"" cat.",pets\n"two\nlines",pets\n"last",dogs'))
+    assert data.texts == ['A cat, "the" cat.', "two\nlines", "last"]
+
+
+@pytest.mark.parametrize("make, message", [
+    pytest.param(lambda p: p.mkdir(), r"data\.csv: this is a folder, not a regular file", id="a folder"),
+    pytest.param(lambda p: os.mkfifo(p), r"data\.csv: this is a pipe, not a regular file", id="a named pipe"),
+])
+def test_a_path_that_is_not_a_regular_file_is_named_before_reading(tmp_path, make, message):
+    make(tmp_path / "data.csv")  # a pipe would block a read until something writes to it
+    with pytest.raises(DataError, match=message):
+        read_csv(tmp_path / "data.csv")
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero here")
+def test_dev_zero_is_refused_not_read_forever():
+    with pytest.raises(DataError, match=r"zero: this is a device, not a regular file; give the path of a file"):
+        read_csv("/dev/zero")
+    with pytest.raises(DataError, match=r"zero: this is a device, not a regular file"):
+        read_sts("/dev/zero")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_byte_order_mark_is_named(tmp_path, encoding):
+    path = _write(tmp_path, "text,label\nA cat.,pets\nA dog.,dogs\n".encode(encoding))
+    with pytest.raises(DataError, match=r"data\.csv: this is UTF-16 text or binary data \(it is full of NUL bytes\), "
+                                        r"not a CSV in UTF-8: save it as 'CSV UTF-8"):
+        read_csv(path)
 
 
 @pytest.mark.parametrize("delimiter", [";", "\t"])
@@ -342,6 +401,35 @@ def test_read_sts_non_numeric_score_names_the_row(tmp_path):
     path = _write(tmp_path, "g\tf\t2012\t1\thigh\tA\tB\n", name="sts.csv")
     with pytest.raises(DataError, match=r"row 1, column 5 \(score\): 'high' is not a number"):
         read_sts(path)
+
+
+@pytest.mark.parametrize("score", ["nan", "NaN", "inf", "-inf"])
+def test_read_sts_non_finite_score_names_the_row_and_value(tmp_path, score):
+    path = _write(tmp_path, f"g\tf\t2012\t1\t2.5\tA\tB\ng\tf\t2012\t2\t{score}\tC\tD\n", name="sts.csv")
+    with pytest.raises(DataError, match=rf"sts\.csv: row 2, column 5 \(score\): '{score}' is not a finite number"):
+        read_sts(path)
+
+
+@pytest.mark.parametrize("line, message", [
+    pytest.param("g\tf\t2012\t2\t3.0\t \tB", r"row 2, column 6 \(sentence1\): the text is empty", id="sentence1 blank"),
+    pytest.param("g\tf\t2012\t2\t3.0\tA\t\u200b", r"row 2, column 7 \(sentence2\): the text is empty", id="sentence2 invisible"),
+])
+def test_read_sts_empty_sentence_names_the_row_and_column(tmp_path, line, message):
+    path = _write(tmp_path, f"g\tf\t2012\t1\t2.5\tA\tB\n{line}\n", name="sts.csv")
+    with pytest.raises(DataError, match=rf"sts\.csv: {message}"):
+        read_sts(path)
+
+
+@pytest.mark.parametrize("content, message", [
+    pytest.param("\n\n", r"sts\.csv: the file has no sentence pairs", id="blank lines only"),
+    pytest.param("g\tf\t2012\t1\t2.5\tA\tB\n".encode("utf-16"), r"sts\.csv: this is UTF-16 text, not UTF-8 text",
+                 id="UTF-16"),
+    pytest.param(b"g\tf\t2012\t1\t2.5\tA\tB\ng\tf\t2012\t2\t1.0\tcaf\xe9\tB\n",
+                 r"sts\.csv: row 2: not UTF-8 text \(byte \d+ cannot be decoded\)", id="latin-1"),
+])
+def test_read_sts_a_file_it_cannot_read_is_named(tmp_path, content, message):
+    with pytest.raises(DataError, match=message):
+        read_sts(_write(tmp_path, content, name="sts.csv"))
 
 
 # -- the real sets (skip when ../shared/datasets is absent) -------------------------------------

@@ -118,6 +118,8 @@ def test_bad_settings_name_valid_values(settings, message):
 
 
 def test_bad_inputs(tiny_encoder):
+    ({"max_length": 100_000}, r"max_length must be at most 8,192 tokens, got 100000; leave it out \(None\) to use the "
+                              r"model's own limit"),
     with pytest.raises(TypeError, match=r"texts\[1\] is int"):
         tiny_encoder.encode(["ok", 3])
     with pytest.raises(ValueError, match="batch_size must be >= 1"):

@@ -59,6 +59,10 @@ BAD_CSVS = [
      r"data\.csv: row 2: not UTF-8 text \(byte 17 cannot be decoded\); save the file as UTF-8", True),
     ("UTF-16 file", "text,label\nA cat.,pets\n".encode("utf-16"),
      r"data\.csv: this is UTF-16 text, not a CSV in UTF-8: save it as 'CSV UTF-8", False),
+    ("UTF-16 file without a byte-order mark", "text,label\nA cat.,pets\n".encode("utf-16-le"),
+     r"data\.csv: this is UTF-16 text or binary data \(it is full of NUL bytes\), not a CSV in UTF-8", True),
+    ("unclosed quote", b'text,label\n"A cat.,pets\nA dog.,pets\n',
+     r'data\.csv: row 2 opens a quote \(\"\) that is never closed, so the rest of the file was read as one cell', True),
     ("Excel workbook named .csv", b"PK\x03\x04" + bytes(60),
      r"data\.csv: this is a zip archive or an Excel \.xlsx workbook, not a CSV", False),
     ("NaN sentiment", b"text,sentiment\nFine.,0.5\nOdd.,NaN\n",
@@ -245,6 +249,8 @@ TAMPERED = [
      r"sentiment_head\.linear\.weight has shape \(1, 7\), expected \(1, 32\)"),
     ("heads with NaN weights", "base", _edit_heads(lambda t: t["classifier.linear.bias"].fill_(math.nan)),
      r"classifier\.linear\.bias holds NaN or infinite values"),
+    ("config edited: a huge max_length", "base", _edit_config(lambda c: c["encoder"].update(max_length=100_000)),
+     r"config\.json, 'encoder': max_length must be at most 8,192 tokens, got 100000"),
     ("config edited: checksum", "base", _edit_config(lambda c: c["base_encoder"].update(checksum="0" * 64)),
      r"has different weights \(checksum [0-9a-f]{12}…\) from the one this model was trained on \(000000000000…\)"),
     ("config edited: checksum removed", "base", _edit_config(lambda c: c["base_encoder"].pop("checksum")),
@@ -320,7 +326,7 @@ def test_cli_refuses_a_non_utf8_text_file(tmp_path):
     sentences = tmp_path / "sentences.txt"
     sentences.write_bytes("Un café.\n".encode("latin-1"))
     assert_fails(run_cli("predict", "--file", sentences, check=False),
-                 f"{sentences}: not UTF-8 text (byte 6 cannot be decoded); save it as UTF-8")
+                 f"{sentences}: line 1: not UTF-8 text (byte 6 cannot be decoded); save the file as UTF-8")
 
 
 def test_cli_refuses_a_pickle_bearing_model_folder(saved_models, tmp_path):
