@@ -6,7 +6,9 @@
 Both keep everything that makes our embeddings ours (pooling, projection, normalisation) and
 both keep the heads: the sentence-transformers folder carries them in ``heads.safetensors``
 beside a ``sentence_lab.json`` that says how to apply them; the ONNX graph computes them.
-Each folder is written beside its destination and renamed into place, with a README.md card.
+Each folder is written beside its destination and renamed into place, with a README.md card and
+the list of what was written (sentence_lab_files.json: an export replaces only an earlier export
+that holds nothing else).
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ def export_onnx(model: MultiTaskModel, folder: str | os.PathLike, opset: int = 1
 
 
 def is_export_folder(folder: Path) -> bool:
-    """Whether ``folder`` is an earlier export (so an export may replace it)."""
+    """Whether ``folder`` is an earlier export (one that an export may replace, while it holds nothing else)."""
     return (folder / EXPORT_INFO_FILE).is_file()
 
 

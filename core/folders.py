@@ -1,10 +1,11 @@
 """Model folders on disk: the one atomic writer, what counts as ours, what is refused on load.
 
 Every folder Sentence Lab writes (a saved model, each export) goes through ``write_folder``:
-it is filled beside its destination and renamed into place only when complete, and it replaces
-only a missing or empty folder or one that ``is_ours`` recognises (``--out ~`` must never wipe a
-home). Loading refuses folders that hold pickle files or symbolic links, and reads only JSON and
-safetensors. Head tensors are named ``<part>.<parameter>`` (``classifier.linear.weight``).
+it is filled beside its destination and renamed into place only when complete. A folder is ours
+to replace only when it holds nothing but files this project wrote: ``is_ours`` recognises it, and
+every path in it is listed in the ``sentence_lab_files.json`` that the writer leaves there (``--out
+~`` must never wipe a home, nor a model folder with the user's notes added to it). Loading refuses
+folders that hold pickle files or symbolic links, and reads only JSON and safetensors. Head tensors are named ``<part>.<parameter>`` (``classifier.linear.weight``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from .errors import ConfigError, FolderExistsError, ModelFolderError, NotWritabl
 # one is refused outright, even beside safetensors: it is not what we saved, so it may be tampered with.
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".dill", ".npy", ".npz"})
 MAX_JSON_BYTES = 10_000_000  # a config is a few KB; a hostile one must not make us parse gigabytes
+# Every path write_folder wrote, folders ending in "/": what a later save may replace, and nothing else.
+MANIFEST_FILE = "sentence_lab_files.json"
 
 
 # -- writing ------------------------------------------------------------------------------------------
@@ -39,7 +42,9 @@ def write_folder(folder: str | os.PathLike, is_ours: Callable[[Path], bool]) -> 
     """Yield a temporary folder beside ``folder``; on success it replaces ``folder``, on failure it goes.
 
     Raises FolderExistsError before anything is written when ``folder`` is a file, or a non-empty
-    folder that ``is_ours`` does not recognise.
+    folder that is not ours (check_replaceable); it is checked again just before the swap, so files
+    added while the new folder was written are not lost either. The new folder lists what it holds
+    in MANIFEST_FILE.
     """
     folder = Path(folder)
     check_target(folder, is_ours)
@@ -48,6 +53,8 @@ def write_folder(folder: str | os.PathLike, is_ours: Callable[[Path], bool]) -> 
     tmp.chmod(0o755)  # mkdtemp makes it private; a saved model is an ordinary folder
     try:
         yield tmp
+        write_manifest(tmp)
+        check_replaceable(folder, is_ours)
         replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -75,14 +82,86 @@ def check_target(folder: str | os.PathLike, is_ours: Callable[[Path], bool]) -> 
 
 
 def check_replaceable(folder: Path, is_ours: Callable[[Path], bool]) -> None:
-    """Saving replaces ``folder`` whole: allowed only for a missing or empty folder or one of ours."""
+    """Saving replaces ``folder`` whole: allowed only for a missing or empty folder, or one that ``is_ours``
+    recognises and that holds nothing but the paths its MANIFEST_FILE lists (some may be gone)."""
     if not folder.exists() and not folder.is_symlink():
         return
     if folder.is_symlink() or not folder.is_dir():
         raise FolderExistsError(f"{folder} exists and is not a folder: choose another place to save to")
-    if any(folder.iterdir()) and not is_ours(folder):
+    if not any(folder.iterdir()):
+        return
+    if not is_ours(folder):
         raise FolderExistsError(f"{folder} exists and is not a saved Sentence Lab model: refusing to replace it "
                                 f"(choose a new or empty folder)")
+    manifest = folder / MANIFEST_FILE
+    if not manifest.exists() and not manifest.is_symlink():
+        raise FolderExistsError(f"{folder} does not list the files Sentence Lab wrote there (saves from earlier versions "
+                                f"have no {MANIFEST_FILE}), so yours cannot be told from ours: refusing to replace it; "
+                                "choose a new or empty folder (or delete this one yourself if nothing in it is yours)")
+    written = read_manifest(folder)
+    if written is None:
+        raise FolderExistsError(f"{folder} does not list the files Sentence Lab wrote there (its {MANIFEST_FILE} is not "
+                                "such a list): refusing to replace it; choose a new or empty folder")
+    try:
+        foreign = foreign_paths(folder, written)
+    except OSError as exc:
+        raise FolderExistsError(f"{folder}: cannot read {exc.filename or 'a folder in it'} ({exc.strerror or exc}), so "
+                                "yours cannot be told from ours: refusing to replace it; choose a new or empty folder") from None
+    if foreign:
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise FolderExistsError(f"{folder} holds files Sentence Lab did not write ({', '.join(foreign[:5])}{more}): "
+                                "refusing to replace it; choose a new or empty folder or move them out")
+
+
+def list_paths(folder: Path, enter: Callable[[str], bool] = lambda name: True) -> Iterator[tuple[str, Path]]:
+    """Every path under ``folder`` as (relative name, path), folders named "name/". Links are never
+    followed (a link is named as a file); a folder for which ``enter(name)`` is False is named but not
+    walked into. A folder that cannot be read is an OSError, not a silent gap."""
+    def fail(exc: OSError) -> None:
+        raise exc
+
+    for root, dirs, files in os.walk(folder, onerror=fail):  # top-down: ``dirs`` may be pruned below
+        base = Path(root)
+        for name in sorted(dirs + files):
+            path = base / name
+            relative = path.relative_to(folder).as_posix()
+            yield (relative + "/" if name in dirs and not path.is_symlink() else relative), path
+        dirs[:] = sorted(d for d in dirs if enter((base / d).relative_to(folder).as_posix() + "/"))
+
+
+def write_manifest(folder: Path) -> None:
+    """List every path in ``folder`` in its MANIFEST_FILE: what a later save may replace."""
+    files = sorted(name for name, _ in list_paths(folder) if name != MANIFEST_FILE)
+    write_json(folder / MANIFEST_FILE, {
+        "about": "Every file and folder Sentence Lab wrote here. Saving to this folder again replaces it whole, "
+                 "so Sentence Lab does that only while it holds nothing else: files of yours are never deleted.",
+        "files": files,
+    })
+
+
+def read_manifest(folder: Path) -> set[str] | None:
+    """The paths ``folder``'s MANIFEST_FILE lists; None when it is a link, huge, or not such a list."""
+    path = folder / MANIFEST_FILE
+    try:
+        if path.is_symlink() or path.stat().st_size > MAX_JSON_BYTES:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return None
+    return set(files)
+
+
+def foreign_paths(folder: Path, written: set[str]) -> list[str]:
+    """The paths in ``folder`` that ``written`` does not list (a link is never ours), sorted; a folder
+    we did not write is named once ("src/"), not file by file."""
+    foreign: list[str] = []
+    for name, path in list_paths(folder, enter=lambda name: name in written):
+        if name != MANIFEST_FILE and (path.is_symlink() or name not in written):
+            foreign.append(name)
+    return sorted(foreign)
 
 
 def replace_folder(new: Path, dest: Path) -> None:

@@ -254,7 +254,8 @@ class MultiTaskModel(nn.Module):
         """Write config.json + heads.safetensors (+ encoder/ if its weights changed) + README.md, atomically.
 
         The folder is written beside its destination and renamed into place, so an interrupted
-        save never leaves a half-written model; it replaces only an earlier save or an empty folder.
+        save never leaves a half-written model. It replaces only an empty folder or an earlier save
+        that holds nothing but the files it lists in sentence_lab_files.json (folders.check_replaceable).
         """
         import transformers
 

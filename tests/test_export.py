@@ -142,3 +142,40 @@ def test_saved_model_folder_has_a_model_card(tokenizer, tmp_path):
                      "Topic classes: Business, Sci/Tech, Sports, World"):
         assert expected in card, expected
     assert "test: ag_news/test.csv" in (DEFAULT_HEADS_DIR / "README.md").read_text()
+
+
+@pytest.mark.parametrize("fmt", ["sentence-transformers", "onnx"])
+def test_an_export_the_user_added_to_is_not_replaced(tokenizer, tmp_path, fmt):
+    from sentence_transformers import SentenceTransformer
+
+    from core.errors import FolderExistsError
+
+    model = MultiTaskModel(make_tiny_encoder(tokenizer), HeadsConfig(class_names=["a", "b"]))
+    folder = export(model, tmp_path / "out", fmt)
+    export(model, folder, fmt)  # an earlier export, as it was written: replaced
+    if fmt == "sentence-transformers":  # the list of our files is one more JSON file that loaders pass over
+        assert SentenceTransformer(str(folder), device="cpu").encode(TEXTS[:2]).shape == (2, model.encoder.embedding_dim)
+    (folder / "deploy.sh").write_text("kubectl apply -f model.yaml")
+    with pytest.raises(FolderExistsError, match=r"out holds files Sentence Lab did not write \(deploy.sh\)"):
+        export(model, folder, fmt)
+    assert (folder / "deploy.sh").read_text() == "kubectl apply -f model.yaml"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_files_added_while_an_export_is_written_are_not_lost(tokenizer, tmp_path, monkeypatch):
+    import core.export
+    from core.errors import FolderExistsError
+
+    model = MultiTaskModel(make_tiny_encoder(tokenizer), HeadsConfig(class_names=["a", "b"]))
+    folder = export_sentence_transformers(model, tmp_path / "out")
+    write_card = core.export._write_card
+
+    def user_saves_meanwhile(*args):
+        (folder / "notes.txt").write_text("written while the export ran")
+        write_card(*args)
+
+    monkeypatch.setattr(core.export, "_write_card", user_saves_meanwhile)
+    with pytest.raises(FolderExistsError, match=r"out holds files Sentence Lab did not write \(notes.txt\)"):
+        export_sentence_transformers(model, folder)
+    assert (folder / "notes.txt").read_text() == "written while the export ran"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the new export is gone, the old one kept

@@ -70,7 +70,7 @@ def test_save_load_heads_only_identical_and_small(real_model, tmp_path, monkeypa
     real_model.record.metrics = {"test": {"accuracy": 0.5}}
     folder = real_model.save(tmp_path / "model")
     files = sorted(p.name for p in folder.iterdir())
-    assert files == ["README.md", "config.json", "heads.safetensors"]  # no copy of the 90 MB encoder
+    assert files == ["README.md", "config.json", "heads.safetensors", "sentence_lab_files.json"]  # no 90 MB encoder
     assert sum(p.stat().st_size for p in folder.iterdir()) < 100_000
     config = json.loads((folder / "config.json").read_text())
     assert config["encoder_weights"] == "base"
@@ -130,9 +130,11 @@ def test_not_a_model_folder(tmp_path):
 
 def test_save_replaces_an_existing_folder_whole(real_model, tmp_path):
     folder = real_model.save(tmp_path / "model")
-    (folder / "stale.txt").write_text("old")  # a previous save of a model, with a leftover file
+    (folder / "heads.safetensors").write_bytes(b"old")  # a previous save of a model, its files since changed
     real_model.save(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "heads.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "heads.safetensors",
+                                                        "sentence_lab_files.json"]
+    assert (folder / "heads.safetensors").stat().st_size > 1000
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary folder left behind
 
 
@@ -232,3 +234,109 @@ def test_a_model_with_a_projection_saves_and_loads_back_the_same(tiny_encoder_di
     texts = ["A projected sentence.", "Another one."]
     assert again.encoder.projection.out_features == 8
     assert torch.allclose(again.encoder.encode(texts, convert_to="tensor"), model.encoder.encode(texts, convert_to="tensor"))
+
+
+# -- a folder is ours to replace only while it holds nothing but what we wrote there (issue 13) ------------
+
+
+@pytest.mark.parametrize("add, named", [("notes.txt", "notes.txt"), ("src/main.py", "src/"), ("src/", "src/"),
+                                        ("data/more/rows.csv", "data/")])
+def test_save_never_replaces_a_model_folder_the_user_added_to(tiny_model, tmp_path, add, named):
+    from core.errors import FolderExistsError
+
+    folder = tiny_model.save(tmp_path / "model")
+    path = folder / add
+    if add.endswith("/"):
+        path.mkdir()
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+    before = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    with pytest.raises(FolderExistsError, match=rf"model holds files Sentence Lab did not write \({named}\): refusing "
+                                                "to replace it; choose a new or empty folder or move them out"):
+        tiny_model.save(folder)
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == before
+    assert path.is_dir() or path.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nothing written beside it either
+
+
+def test_a_config_that_looks_like_ours_does_not_make_a_folder_ours(tiny_model, tmp_path):
+    from core.errors import FolderExistsError
+
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "config.json").write_text(json.dumps({"format": "sentence-lab"}))
+    (project / "main.py").write_text("print('mine')")
+    with pytest.raises(FolderExistsError, match="does not list the files Sentence Lab wrote there"):
+        tiny_model.save(project)
+    assert sorted(p.name for p in project.iterdir()) == ["config.json", "main.py", "src"]
+    # A list of our files does not make main.py ours either: only what the list names is replaced.
+    (project / "sentence_lab_files.json").write_text(json.dumps({"files": ["config.json"]}))
+    with pytest.raises(FolderExistsError, match=r"holds files Sentence Lab did not write \(main.py, src/\)"):
+        tiny_model.save(project)
+    assert (project / "main.py").read_text() == "print('mine')"
+
+
+def test_a_clean_save_lists_its_files_and_is_replaced(tiny_model, tmp_path):
+    from core.folders import MANIFEST_FILE
+
+    layer = tiny_model.encoder.backbone.encoder.layer[-1].output.dense.weight
+    pretrained = layer.detach().clone()
+    with torch.no_grad():
+        layer.add_(0.01)  # as if fine-tuned: the encoder is stored in encoder/
+    folder = tiny_model.save(tmp_path / "model")
+    listed = json.loads((folder / MANIFEST_FILE).read_text())["files"]
+    on_disk = sorted(str(p.relative_to(folder)) + ("/" if p.is_dir() else "") for p in folder.rglob("*"))
+    assert listed == [p for p in on_disk if p != MANIFEST_FILE] and "encoder/" in listed and "heads.safetensors" in listed
+    (folder / "README.md").unlink()  # a file of ours that is gone is no reason to refuse
+    with torch.no_grad():
+        layer.copy_(pretrained)  # back to the base encoder: the next save has no encoder/
+    tiny_model.save(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "heads.safetensors", MANIFEST_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_link_in_a_saved_folder_makes_it_not_ours(tiny_model, tmp_path):
+    from core.errors import FolderExistsError
+
+    folder = tiny_model.save(tmp_path / "model")
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "chapter1.txt").write_text("years of work")
+    (folder / "README.md").unlink()
+    (folder / "README.md").symlink_to(tmp_path / "thesis")  # a name we wrote, now a link to the user's work
+    with pytest.raises(FolderExistsError, match=r"did not write \(README.md\)"):
+        tiny_model.save(folder)
+    assert (tmp_path / "thesis" / "chapter1.txt").read_text() == "years of work"
+
+
+def test_a_folder_saved_before_files_were_listed_is_not_replaced(tiny_model, tmp_path):
+    from core.errors import FolderExistsError
+    from core.folders import MANIFEST_FILE
+
+    folder = tiny_model.save(tmp_path / "model")
+    (folder / MANIFEST_FILE).unlink()  # as an earlier version saved it
+    with pytest.raises(FolderExistsError, match=f"model does not list the files Sentence Lab wrote there \\(saves from "
+                                                f"earlier versions have no {MANIFEST_FILE}\\), so yours cannot be told "
+                                                "from ours: refusing to replace it"):
+        tiny_model.save(folder)
+    (folder / MANIFEST_FILE).write_text("[not json")
+    with pytest.raises(FolderExistsError, match=f"its {MANIFEST_FILE} is not such a list"):
+        tiny_model.save(folder)
+
+
+def test_train_refuses_an_out_folder_the_user_added_to_before_any_work(tiny_model, tmp_path, monkeypatch, capsys):
+    import core.training
+    from core.__main__ import main
+
+    out = tiny_model.save(tmp_path / "model")
+    (out / "notes.txt").write_text("my notes")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking --out")
+
+    monkeypatch.setattr(core.training, "fit", no_training)
+    assert main(["train", "--builtin", "synthetic", "--size", "40", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {out} holds files Sentence Lab did not write (notes.txt): refusing to replace it; "
+                   "choose a new or empty folder or move them out"), err
+    assert (out / "notes.txt").read_text() == "my notes"

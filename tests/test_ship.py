@@ -53,7 +53,7 @@ def test_dockerignore_keeps_what_the_app_needs():
     patterns = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")]
     needed = ["app.py", "requirements.txt", "core/model.py", "ui/train_tab.py", "docs/task3.md",
               "assets/default_model/config.json",
-              "assets/default_model/heads.safetensors"]
+              "assets/default_model/heads.safetensors", "assets/default_model/sentence_lab_files.json"]
     for path in needed:
         assert (ROOT / path).exists(), path
         assert not any(Path(path).match(p) or path.startswith(p.rstrip("/") + "/") for p in patterns), path
