@@ -17,9 +17,10 @@ import time
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
-from core import MultiTaskModel, SentenceEncoder
 from ui import classify_tab, embed_tab, guide, train_tab
+from ui.fairness import Admission, UploadLimit
 from ui.state import Limits, Session, Shared, load_shared_models
 from ui.style import CSS, HEADER, THEME
 
@@ -27,12 +28,10 @@ logger = logging.getLogger("sentence_lab.app")
 SESSION_HOURS = 4  # a visitor's model lives this long after their last visit
 
 
-def build_app(encoder: SentenceEncoder | None = None, default_model: MultiTaskModel | None = None,
-              limits: Limits | None = None) -> gr.Blocks:
-    """The Sentence Lab page. Loads the encoder and the shipped model unless they are given."""
-    if encoder is None:
-        encoder, default_model = load_shared_models()
-    shared = Shared(encoder, default_model, limits or Limits.from_env())
+def build_app(shared: Shared | None = None) -> gr.Blocks:
+    """The Sentence Lab page over ``shared`` (by default: the encoder and shipped model loaded, the limits
+    from the environment)."""
+    shared = shared or Shared(*load_shared_models(), Limits.from_env())
     with gr.Blocks(title="Sentence Lab", analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
         # Deep-copied for each visitor; Session.close runs when the session expires.
         session = gr.State(Session(), time_to_live=SESSION_HOURS * 3600, delete_callback=Session.close)
@@ -45,10 +44,22 @@ def build_app(encoder: SentenceEncoder | None = None, default_model: MultiTaskMo
             train_tab.render(shared, session, classify, demo)
         with gr.Tab("Guide", id="guide"):
             guide.render()
+    # A visitor who closes the page lets their trained encoders go at once (their State goes an hour later).
+    demo.unload(shared.visitor_left)
     # Embed, compare and classify each answer one request at a time (2 vCPUs), beside at most max_runs
     # training runs; a full queue tells the next visitor so instead of growing without bound.
     demo.queue(default_concurrency_limit=1, max_size=shared.limits.max_queue)
     return demo
+
+
+def guards(demo: gr.Blocks, shared: Shared) -> list[Middleware]:
+    """What stands in front of Gradio for fairness (ui.fairness): the per-visitor bounds on the queue, counted
+    for the public events and Compare strategies, and on uploads."""
+    runs = {"train", "compare_strategies"}
+    events = {index: (fn.api_name in runs, len(fn.inputs)) for index, fn in demo.fns.items()
+              if fn.api_name in runs | {"embed", "compare", "classify"}}
+    return [Middleware(Admission, visitors=shared.visitors, events=events),
+            Middleware(UploadLimit, per_minute=shared.limits.uploads_per_minute)]
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -59,12 +70,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.perf_counter()
-    limits = Limits.from_env()
-    demo = build_app(limits=limits)
+    shared = Shared(*load_shared_models(), Limits.from_env())
+    demo = build_app(shared)
     logger.info("models loaded in %.1f s", time.perf_counter() - started)
     # Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (Gradio reads them itself). Gradio
-    # refuses bigger uploads itself (HTTP 413), before a handler sees them.
-    demo.launch(theme=THEME, css=CSS, show_error=True, footer_links=["api"], max_file_size=limits.max_upload_bytes)
+    # refuses bigger uploads itself (HTTP 413), before a handler sees them; the guards bound how often.
+    demo.launch(theme=THEME, css=CSS, show_error=True, footer_links=["api"],
+                max_file_size=shared.limits.max_upload_bytes, app_kwargs={"middleware": guards(demo, shared)})
 
 
 if __name__ == "__main__":

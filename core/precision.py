@@ -84,3 +84,6 @@ class HalfCopies:
 
     def clear(self) -> None:
         self._copies.clear()
+
+    def __deepcopy__(self, memo: dict) -> HalfCopies:
+        return HalfCopies()  # a copied module gets its own weights: the copy is remade from them when needed

@@ -292,69 +292,72 @@ def train(
                 (config.gradual_unfreeze and n.startswith("encoder.backbone."))]
     best_loss, best_epoch, best_metrics, best_state = math.inf, None, {}, None
     bad_epochs, global_step, stopped, stopped_early = 0, 0, False, False
-    for epoch in range(config.epochs):
-        if config.gradual_unfreeze and epoch > 0:
-            report = unfreeze_top_layers(model, epoch)
-            frozen_layers = model.encoder.frozen_bottom()
-        num_layers = len(model.encoder.layers)
-        # the layers the next epochs open (none past the last layer: an epoch count of 10**9 lists six at most)
-        coming = ([num_layers - e for e in range(epoch + 1, min(config.epochs, num_layers + 1))]
-                  if config.gradual_unfreeze else [])
-        for inputs in (train_inputs, val_inputs):
-            if inputs is not None:  # runs the frozen bottom (for this epoch and, memory allowing, the coming ones)
-                inputs.set_frozen(frozen_layers if config.cache_embeddings else None, coming)
-        model.train()
-        if frozen_layers is not None:
-            model.encoder.bottom_eval(frozen_layers)  # frozen layers run as the cache saw them: no dropout
-        sums: dict[str, float] = {}
-        steps = 0
-        for step, index in enumerate(torch.randperm(len(train_data), generator=generator).split(config.batch_size), 1):
-            if stop is not None and stop.is_set():
-                stopped = True
+    try:
+        for epoch in range(config.epochs):
+            if config.gradual_unfreeze and epoch > 0:
+                report = unfreeze_top_layers(model, epoch)
+                frozen_layers = model.encoder.frozen_bottom()
+            num_layers = len(model.encoder.layers)
+            # the layers the next epochs open (none past the last layer: an epoch count of 10**9 lists six at most)
+            coming = ([num_layers - e for e in range(epoch + 1, min(config.epochs, num_layers + 1))]
+                      if config.gradual_unfreeze else [])
+            for inputs in (train_inputs, val_inputs):
+                if inputs is not None:  # runs the frozen bottom (for this epoch and, memory allowing, the coming ones)
+                    inputs.set_frozen(frozen_layers if config.cache_embeddings else None, coming)
+            model.train()
+            if frozen_layers is not None:
+                model.encoder.bottom_eval(frozen_layers)  # frozen layers run as the cache saw them: no dropout
+            sums: dict[str, float] = {}
+            steps = 0
+            for step, index in enumerate(torch.randperm(len(train_data), generator=generator).split(config.batch_size), 1):
+                if stop is not None and stop.is_set():
+                    stopped = True
+                    break
+                index = index.to(train_inputs.labels.device)
+                labels, targets = train_inputs.labels[index], train_inputs.targets[index]
+                out = train_inputs.forward(index, _batch_tasks(tasks, labels, targets))
+                loss = loss_fn(out.logits, out.sentiment, labels, targets)
+                if not torch.isfinite(loss.total):
+                    raise _diverged(config, epoch, step, f"the loss became {loss.total.item()}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.total.backward()
+                if config.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                global_step, steps = global_step + 1, steps + 1
+                losses = {t: v.item() for t, v in loss.per_task.items()}
+                for key, value in [*losses.items(), ("total", loss.total.item())]:
+                    sums[key] = sums.get(key, 0.0) + value
+                yield StepEvent(epoch=epoch, step=step, global_step=global_step, total_steps=total_steps,
+                                loss=loss.total.item(), losses=losses, learning_rate=max(scheduler.get_last_lr()))
+            if stopped and steps == 0:
                 break
-            index = index.to(train_inputs.labels.device)
-            labels, targets = train_inputs.labels[index], train_inputs.targets[index]
-            out = train_inputs.forward(index, _batch_tasks(tasks, labels, targets))
-            loss = loss_fn(out.logits, out.sentiment, labels, targets)
-            if not torch.isfinite(loss.total):
-                raise _diverged(config, epoch, step, f"the loss became {loss.total.item()}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.total.backward()
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            global_step, steps = global_step + 1, steps + 1
-            losses = {t: v.item() for t, v in loss.per_task.items()}
-            for key, value in [*losses.items(), ("total", loss.total.item())]:
-                sums[key] = sums.get(key, 0.0) + value
-            yield StepEvent(epoch=epoch, step=step, global_step=global_step, total_steps=total_steps,
-                            loss=loss.total.item(), losses=losses, learning_rate=max(scheduler.get_last_lr()))
-        if stopped and steps == 0:
-            break
-        entry: dict[str, Any] = {"epoch": epoch, "train": {k: v / steps for k, v in sums.items()}}
-        yield EpochEvent(epoch=epoch, losses=entry["train"], freeze=report)
-        if stopped:
-            history.append(entry)
-            break
-        if val_inputs is not None and val_tasks:
-            val_loss, val_losses, metrics = _validate(model, val_inputs, val_tasks, loss_fn, max(config.batch_size, 64))
-            is_best = val_loss < best_loss
-            entry["validation"] = {"loss": val_loss, **val_losses}
-            entry["metrics"] = metrics
-            if is_best:
-                best_loss, best_epoch, best_metrics, bad_epochs = val_loss, epoch, metrics, 0
-                params = dict(model.named_parameters())
-                best_state = {n: params[n].detach().clone() for n in changing}
+            entry: dict[str, Any] = {"epoch": epoch, "train": {k: v / steps for k, v in sums.items()}}
+            yield EpochEvent(epoch=epoch, losses=entry["train"], freeze=report)
+            if stopped:
+                history.append(entry)
+                break
+            if val_inputs is not None and val_tasks:
+                val_loss, val_losses, metrics = _validate(model, val_inputs, val_tasks, loss_fn, max(config.batch_size, 64))
+                is_best = val_loss < best_loss
+                entry["validation"] = {"loss": val_loss, **val_losses}
+                entry["metrics"] = metrics
+                if is_best:
+                    best_loss, best_epoch, best_metrics, bad_epochs = val_loss, epoch, metrics, 0
+                    params = dict(model.named_parameters())
+                    best_state = {n: params[n].detach().clone() for n in changing}
+                else:
+                    bad_epochs += 1
+                yield ValidationEvent(epoch=epoch, loss=val_loss, losses=val_losses, metrics=metrics, is_best=is_best)
+                history.append(entry)
+                if patience and bad_epochs >= patience:
+                    stopped_early = True
+                    break
             else:
-                bad_epochs += 1
-            yield ValidationEvent(epoch=epoch, loss=val_loss, losses=val_losses, metrics=metrics, is_best=is_best)
-            history.append(entry)
-            if patience and bad_epochs >= patience:
-                stopped_early = True
-                break
-        else:
-            history.append(entry)
+                history.append(entry)
+    finally:  # the last step's gradients (a copy of every trained weight's size) are not kept with the model
+        model.zero_grad(set_to_none=True)
 
     if not stopped and best_state is not None and best_epoch != history[-1]["epoch"]:
         model.load_state_dict(best_state, strict=False)  # keep the best epoch's weights, not the last one's

@@ -32,6 +32,7 @@ class AppServer:
     url: str
     seconds_to_ready: float  # from process start to the page answering 200
     log: Path
+    pid: int = 0  # the server process (its memory is read by the soak benchmark)
 
 
 def free_port() -> int:
@@ -57,6 +58,9 @@ def running_app(name: str = "app-server", env: dict[str, str] | None = None,
     environment = os.environ | {
         "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+        # Every test visitor comes from 127.0.0.1: the per-visitor bounds are tested on their own (test_fairness).
+        "SENTENCE_LAB_REQUESTS_PER_MINUTE": "100000", "SENTENCE_LAB_MAX_WAITING": "1000",
+        "SENTENCE_LAB_UPLOADS_PER_MINUTE": "100000",
     } | (env or {})
     url = f"http://127.0.0.1:{port}/"
     started = time.monotonic()
@@ -76,7 +80,7 @@ def running_app(name: str = "app-server", env: dict[str, str] | None = None,
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.25)
-        yield AppServer(url=url, seconds_to_ready=time.monotonic() - started, log=log)
+        yield AppServer(url=url, seconds_to_ready=time.monotonic() - started, log=log, pid=process.pid)
     finally:
         process.terminate()  # SIGTERM, as `docker stop`: the app closes like Ctrl+C and cleans up after itself
         try:

@@ -32,6 +32,16 @@ def _restore_global_state():
     torch.random.set_rng_state(torch_state)
 
 
+@pytest.fixture(autouse=True)
+def _tiny_encoder_is_offered(request):
+    """A model saved on the tiny BERT names that folder as its base encoder. For the tests that use it, this
+    machine offers it, as a host lists a folder in SENTENCE_LAB_MODELS; a base path not offered is refused
+    (test_robust), and CLI runs inherit the setting."""
+    if "tiny_encoder_dir" in request.fixturenames:
+        offered = [os.environ.get("SENTENCE_LAB_MODELS", ""), str(request.getfixturevalue("tiny_encoder_dir"))]
+        os.environ["SENTENCE_LAB_MODELS"] = ",".join(n for n in offered if n)
+
+
 @pytest.fixture(scope="session")
 def datasets_dir():
     folder = find_datasets_dir()

@@ -1,8 +1,10 @@
 """The shipped default model (assets/default_model): real answers on real sentences."""
 
+import copy
 import json
 
 import pytest
+import torch
 
 from core.config import DEFAULT_HEADS_DIR
 from core.datasets import load_ag_news, load_sst
@@ -56,3 +58,23 @@ def test_recorded_figures_reproduce_on_the_test_files(default_model, datasets_di
     assert topics["accuracy"] == pytest.approx(recorded["ag_news/test.csv"]["accuracy"], abs=1e-6)
     assert sentiment["pearson"] == pytest.approx(recorded["sst/test.csv"]["pearson"], abs=1e-5)
     assert sentiment["mse"] == pytest.approx(recorded["sst/test.csv"]["mse"], abs=1e-5)
+
+
+def test_the_app_loads_it_on_the_shared_encoder_without_a_second_backbone(default_model, _real_encoder):
+    """ui.state loads the shipped model on the base encoder it already holds: one fp32 backbone and one
+    bf16 copy in memory, not two of each, and the same answers as a model loaded on its own."""
+    base = _real_encoder.with_settings(normalize=True)  # the app's base encoder: other settings, same weights
+    shared = MultiTaskModel.load(DEFAULT_HEADS_DIR, base=base)
+    mine, theirs = dict(shared.encoder.backbone.named_parameters()), dict(base.backbone.named_parameters())
+    assert mine.keys() == theirs.keys() and all(mine[n].data_ptr() == theirs[n].data_ptr() for n in mine)
+    assert shared.encoder._half is base._half  # the half-precision copy too
+    assert shared.encoder.config.normalize == default_model.encoder.config.normalize  # its own settings
+    texts = ["Stocks rallied after the earnings report.", "A dreadful, boring film."]
+    for a, b in zip(shared.predict(texts), default_model.predict(texts)):
+        assert a.label == b.label and a.sentiment == pytest.approx(b.sentiment, abs=1e-6)
+    other = copy.deepcopy(base)
+    with torch.no_grad():
+        next(other.backbone.parameters()).add_(1.0)  # no longer the pretrained weights: not shared
+    loaded = MultiTaskModel.load(DEFAULT_HEADS_DIR, base=other)
+    assert next(loaded.encoder.backbone.parameters()).data_ptr() != next(other.backbone.parameters()).data_ptr()
+    assert loaded.predict(texts)[0].sentiment == pytest.approx(default_model.predict(texts)[0].sentiment, abs=1e-6)

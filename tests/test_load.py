@@ -19,7 +19,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.utils import Status
 
-from tests.app_server import AG_NEWS, ARTIFACTS, SENTENCES, classify, train_args, wait_for
+from tests.app_server import AG_NEWS, ARTIFACTS, classify, train_args, wait_for
 from tests.helpers import LIMITED_ENV
 
 pytestmark = [pytest.mark.app, pytest.mark.slow]

@@ -30,7 +30,7 @@ from core.datasets import make_synthetic
 from core.encoder import SentenceEncoder
 from core.model import ModelFolderError, MultiTaskModel
 from core.training import train
-from tests.app_server import AG_NEWS, SENTENCES, classify, train_args
+from tests.app_server import AG_NEWS, classify, train_args
 from tests.helpers import LIMITED_ENV
 from tests.test_cli import assert_fails, run_cli
 from ui.inputs import TrainForm
@@ -220,15 +220,22 @@ def _base_encoder_elsewhere_with(plant):
     return edit
 
 
-TAMPERED = [
-    # A base encoder named by a path gets the folder checks too: it must not be a way around them.
-    ("base encoder: a folder with a pickle", "base",
-     _base_encoder_elsewhere_with(lambda f: (f / "pytorch_model.bin").write_bytes(PICKLE)),
+# A base encoder named by a path this machine does not offer is refused before it is read; one trusted by the
+# caller still gets the folder checks: it must not be a way around them.
+PLANTED = [
+    ("a pickle", lambda f: (f / "pytorch_model.bin").write_bytes(PICKLE),
      r"elsewhere-encoder: refusing to load a folder with pickle files \(pytorch_model\.bin\)"),
-    ("base encoder: a folder whose weights are a link", "base",
-     _base_encoder_elsewhere_with(lambda f: ((f / "model.safetensors").rename(f.parent / "weights"),
-                                             (f / "model.safetensors").symlink_to(f.parent / "weights"))),
+    ("weights that are a link", lambda f: ((f / "model.safetensors").rename(f.parent / "weights"),
+                                           (f / "model.safetensors").symlink_to(f.parent / "weights")),
      r"elsewhere-encoder: refusing to follow symbolic links \(model\.safetensors\)"),
+]
+NOT_OFFERED = (r"its base encoder '[^']*elsewhere-encoder' is not one this machine offers \(sentence-transformers/"
+               r"all-MiniLM-L6-v2, all-MiniLM-L6-v2, [^)]*\); a model folder never makes Sentence Lab read another "
+               r"folder\. Add the name to SENTENCE_LAB_MODELS, or if you trust this folder, pass --trust-base-path")
+
+TAMPERED = [
+    *[(f"base encoder: a folder with {what}", "base", _base_encoder_elsewhere_with(plant), NOT_OFFERED)
+      for what, plant, _ in PLANTED],
     ("pickle beside the safetensors", "base", lambda f: (f / "pytorch_model.bin").write_bytes(PICKLE),
      r"refusing to load a folder with pickle files \(pytorch_model\.bin\): they can run code when opened"),
     ("pickle instead of the encoder's safetensors", "stored",
@@ -242,6 +249,8 @@ TAMPERED = [
     ("config edited: one more class", "base", _edit_config(lambda c: c["heads"]["class_names"].append("Weather")),
      r"heads\.safetensors does not match config\.json \(edited, or from another model\?\): "
      r"config\.json gives 5 for the classifier, the tensors hold 4"),
+    ("config edited: a huge max_length", "base", _edit_config(lambda c: c["encoder"].update(max_length=100_000)),
+     r"config\.json, 'encoder': max_length must be at most 8,192 tokens, got 100000"),
     # Checked before any layer is built: 10,000,000 here would have allocated a 15 GB projection first.
     ("config edited: a huge projection", "base", _edit_config(lambda c: c["encoder"].update(projection_dim=100_000)),
      r"config\.json gives 100000 for the projection, the tensors hold None"),
@@ -249,16 +258,13 @@ TAMPERED = [
      r"sentiment_head\.linear\.weight has shape \(1, 7\), expected \(1, 32\)"),
     ("heads with NaN weights", "base", _edit_heads(lambda t: t["classifier.linear.bias"].fill_(math.nan)),
      r"classifier\.linear\.bias holds NaN or infinite values"),
-    ("config edited: a huge max_length", "base", _edit_config(lambda c: c["encoder"].update(max_length=100_000)),
-     r"config\.json, 'encoder': max_length must be at most 8,192 tokens, got 100000"),
     ("config edited: checksum", "base", _edit_config(lambda c: c["base_encoder"].update(checksum="0" * 64)),
      r"has different weights \(checksum [0-9a-f]{12}…\) from the one this model was trained on \(000000000000…\)"),
     ("config edited: checksum removed", "base", _edit_config(lambda c: c["base_encoder"].pop("checksum")),
      r"base_encoder needs a 'name' and the 'checksum' of the weights it refers to"),
     ("config edited: base encoder from the hub", "base",
      _edit_config(lambda c: c["base_encoder"].update(name="someone/remote-code-model")),
-     r"cannot load its base encoder 'someone/remote-code-model' from this machine \(loading a model never "
-     r"downloads or runs code\)"),
+     r"its base encoder 'someone/remote-code-model' is not one this machine offers"),
     ("config edited: unknown weights kind", "base", _edit_config(lambda c: c.update(encoder_weights="pickle")),
      r"encoder_weights must be 'base' or 'stored', got 'pickle'"),
     ("config edited: heads section removed", "base", _edit_config(lambda c: c.pop("heads")),
@@ -281,6 +287,30 @@ def test_core_refuses_a_pickle_bearing_or_tampered_model_folder(saved_models, tm
     tamper(folder)
     with pytest.raises(ModelFolderError, match=message):
         MultiTaskModel.load(folder)
+
+
+@pytest.mark.parametrize("plant, message", [pytest.param(p, m, id=w) for w, p, m in PLANTED])
+def test_a_trusted_base_encoder_path_still_gets_the_folder_checks(saved_models, tmp_path, plant, message):
+    folder = tmp_path / "model"
+    shutil.copytree(saved_models / "base", folder)
+    _base_encoder_elsewhere_with(plant)(folder)
+    with pytest.raises(ModelFolderError, match=message):
+        MultiTaskModel.load(folder, trust_base_path=True)
+
+
+def test_a_base_encoder_path_is_read_only_when_offered_or_trusted(saved_models, tmp_path, monkeypatch):
+    """A model folder used to load any folder its config named (relative to the working directory, too)."""
+    folder = tmp_path / "model"
+    shutil.copytree(saved_models / "base", folder)
+    _base_encoder_elsewhere_with(lambda f: None)(folder)
+    with pytest.raises(ModelFolderError, match=NOT_OFFERED):
+        MultiTaskModel.load(folder)
+    assert_fails(run_cli("predict", "--model", folder, "Hello.", check=False), "is not one this machine offers")
+    expected = MultiTaskModel.load(folder, trust_base_path=True).predict(["Hello."])[0].sentiment
+    answer = json.loads(run_cli("predict", "--model", folder, "--trust-base-path", "--json", "--quiet", "Hello.").stdout)
+    assert answer[0]["sentiment"] == pytest.approx(expected, abs=1e-5)
+    monkeypatch.setenv("SENTENCE_LAB_MODELS", str(tmp_path / "elsewhere-encoder"))  # the host offers it
+    assert MultiTaskModel.load(folder).predict(["Hello."])[0].sentiment == pytest.approx(expected, abs=1e-6)
 
 
 # -- the command line -----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import asdict
 import random
 import re
 import time
@@ -229,9 +230,8 @@ def test_stop_through_the_app_keeps_a_usable_model(limited_server, delay):
     print(f"\nStop after {delay} s: {reply!r} -> {status.split('<br>')[0]}")
     after = classify(client)
     assert all(set(p["probabilities"]) == AG_NEWS for p in after)
-    if "No run is going" in reply:  # Stop came before the run began: it runs to its end
-        assert "Done" in status and model_zip
-    elif "before the first step" in status:
+    assert "No run is going" not in reply  # it waited, or loaded its data, or ran: Stop is heard in each
+    if "before the first step" in status or "before it started" in status:
         assert [p["probabilities"] for p in after] == [p["probabilities"] for p in shipped]
         assert "the shipped model" in note
     else:
@@ -367,3 +367,81 @@ def test_the_setup_preview_refuses_gradual_unfreezing_with_a_frozen_head(lab):
     assert params.startswith("**Check the settings:** gradual unfreezing starts from a frozen encoder")
     _, params = lab.describe_setup(**asdict(TrainForm(size=40, preset="none", gradual=True)))
     assert "opens one more encoder layer each epoch" in params
+
+
+def test_the_server_keeps_a_bounded_number_of_trained_encoders_and_tells_the_visitor_who_lost_one(lab, monkeypatch):
+    """Past the host's cap the least recently used session lets its trained encoder go, as does one idle too
+    long or whose visitor left; that visitor is told at their next request, and the shipped model answers."""
+    shared = Shared(lab.shared.encoder, lab.shared.default_model, Limits(max_rows=200, max_trained_encoders=2))
+    tab, classify_tab = train_tab.TrainTab(shared), ClassifyTab(shared)
+    visitors = {key: Session() for key in "abcd"}
+    for key, visitor in visitors.items():
+        visitor.key = key
+    clock = [1000.0]
+    monkeypatch.setattr("ui.state.time.monotonic", lambda: clock[0])
+
+    def train(key: str, preset: str = "none") -> None:
+        clock[0] += 1
+        list(tab.run(TrainForm(size=40, seed=0, preset=preset, epochs=1, batch_size=8), visitors[key]))
+
+    train("a", "encoder")  # heads only: shares the base encoder, costs nothing against the cap
+    train("a")
+    train("b")
+    assert shared.holders.held() == 2 and not visitors["a"].notice
+    train("c")  # a third trained encoder: a, the least recently used, lets its go
+    a = visitors["a"]
+    assert shared.holders.held() == 2 and a.own_encoders() == 0 and a.model is None and a.active_run is None
+    assert "to make room for other visitors (this server keeps 2 trained encoders" in a.notice
+    assert a.runs[0].heads is not None  # its heads-only run is kept, and can be used again
+    clock[0] += 1
+    with pytest.warns(UserWarning, match=r"The encoder weights your run #2 trained were let go to make room"):
+        classify_tab.classify(TEXTS, a)  # told once, with the shipped model's answer
+    assert a.notice == "" and a.model_in_use(shared) is shared.default_model
+    a.use_run(1, shared)
+
+    clock[0] += 1
+    classify_tab.classify(TEXTS, visitors["b"])  # b is now more recent than c
+    train("d")
+    assert visitors["c"].own_encoders() == 0 and visitors["b"].own_encoders() == 1 and "make room" in visitors["c"].notice
+    shared.visitor_left(gr.Request(session_hash="b"))  # Gradio's unload: the page was closed
+    assert visitors["b"].own_encoders() == 0 and "when you left the page" in visitors["b"].notice
+    assert shared.holders.held() == 1
+    clock[0] += 31 * 60  # d idles past the host's 30 minutes; the next visitor's request lets it go
+    train("c")
+    assert visitors["d"].own_encoders() == 0 and "after 30 minutes without use" in visitors["d"].notice
+    assert shared.holders.held() == 1 and visitors["c"].own_encoders() == 1
+
+
+def test_stop_while_the_data_loads_ends_the_run_before_it_starts(lab, monkeypatch):
+    """Stop pressed while the run reads its data used to answer "No run is going", and the run then began."""
+    session = Session()
+    list(start(lab, session, seed=0))
+    before, replies = session.model, []
+    loads = TrainForm.data
+
+    def slow_load(form, shared):
+        replies.append(lab.stop(session))  # the visitor presses Stop while the data is read
+        return loads(form, shared)
+
+    monkeypatch.setattr(TrainForm, "data", slow_load)
+    outputs = list(start(lab, session, seed=1))
+    assert replies == ["**Stopping** at the next step…"]
+    assert "Stopped before it started" in outputs[-1][2] and "your previous model stays in use" in outputs[-1][2]
+    assert session.model is before and len(session.runs) == 1 and not session.running and not session.stop.is_set()
+
+
+def test_a_run_waiting_in_the_queue_can_be_stopped_and_a_second_one_from_the_page_is_refused(lab):
+    """A second /train from the same page used to wait its turn and then replace the first run's model; Stop
+    pressed while a run waited answered "No run is going", and the run then began."""
+    session, page, visitors = Session(), gr.Request(session_hash="page-1", headers={}, client={"host": "10.0.0.1"}), \
+        lab.shared.visitors
+    assert visitors.admit("10.0.0.1", "page-1", run=True) is None  # ui.fairness.Admission: /train joined the queue
+    assert visitors.admit("10.0.0.1", "page-1", run=True).startswith("A run of yours is already going or waiting")
+    assert visitors.admit("10.0.0.1", "page-2", run=True) is None  # another page of the same visitor may
+    assert lab.stop(session, page) == "**Stopped**: your run will not start."
+    form = asdict(TrainForm(size=60, seed=0, epochs=1, batch_size=8))
+    outputs = list(lab.train(session, page, **form))  # its turn comes
+    assert "Stopped before it started" in outputs[-1][2] and session.runs == [] and session.model is None
+    assert visitors.admit("10.0.0.1", "page-1", run=True) is None  # it ended: the page may train again
+    assert len(list(lab.train(session, page, **form))) > 1 and len(session.runs) == 1
+    assert lab.stop(session, page) == "No run is going. Press **Start** to train."

@@ -369,3 +369,21 @@ def test_little_data_is_not_stopped_early_on_a_handful_of_rows_nor_spent_in_warm
     assert len(result.history) == 6 and not result.stopped_early
     steps = [e for e in events if isinstance(e, StepEvent)]  # one step per epoch; each says the next step's rate
     assert steps[0].learning_rate == pytest.approx(config.learning_rate)  # warm-up over after the first epoch
+
+
+@pytest.mark.parametrize("how", ["done", "stopped", "diverged"])
+def test_a_run_keeps_no_gradients(tiny_model, synthetic, how):
+    """The last step's gradients are as big as every weight that trained (86 MB for MiniLM): not kept."""
+    train_set, val_set = synthetic
+    stop = threading.Event()
+    config = TrainingConfig(epochs=2, batch_size=32, freeze="none", early_stopping_patience=None,
+                            learning_rate=1e30 if how == "diverged" else 1e-3)
+    events = train(tiny_model, train_set, val_set, config, stop=stop)
+    try:
+        for event in events:
+            if how == "stopped" and isinstance(event, StepEvent) and event.global_step == 2:
+                stop.set()
+    except Exception as exc:
+        assert how == "diverged" and "diverged" in str(exc)
+    assert all(p.grad is None for p in tiny_model.parameters())
+    assert any(p.requires_grad for p in tiny_model.parameters())  # it did train

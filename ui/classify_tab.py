@@ -30,10 +30,13 @@ class ClassifyTab:
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
 
-    def classify(self, text: str, session: Session) -> tuple[Any, pd.DataFrame, list[dict[str, Any]]]:
+    def classify(self, text: str, session: Session, request: gr.Request = None) -> tuple[Any, pd.DataFrame, list[dict[str, Any]]]:
         """Sentences -> per sentence the topic probabilities and the sentiment, with this visitor's model."""
+        self.shared.visitors.started(request)
         with shown_in_page():
             given = sentences(text, self.shared.limits)
+            self.shared.seen(session, request)
+            self.shared.used(session)
             model = session.model_in_use(self.shared)
             if model is None:
                 raise bad_input("There is no model yet: the shipped one is missing. Train one in the Train tab.",

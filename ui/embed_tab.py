@@ -42,9 +42,10 @@ class EmbedTab:
     def _encoder(self, pooling: str, normalize: bool):
         return self.shared.encoder.with_settings(pooling=pooling, normalize=bool(normalize))
 
-    def embed(self, text: str, pooling: str, normalize: bool) -> tuple[Any, str, dict[str, Any]]:
+    def embed(self, text: str, pooling: str, normalize: bool, request: gr.Request = None) -> tuple[Any, str, dict[str, Any]]:
         """Sentences -> a 2-D map, the embedding size and truncation notes, and the vectors."""
         shared = self.shared
+        shared.visitors.started(request)
         with shown_in_page():
             given = sentences(text, shared.limits)
             with shared.tokenizer_lock:
@@ -68,8 +69,9 @@ class EmbedTab:
                        "embeddings": np.round(result.embeddings, 6).tolist()}
             return plots.sentence_map(given.lines, result.embeddings), "<br>".join(info), vectors
 
-    def compare(self, text: str, pooling: str, normalize: bool) -> tuple[Any, str, pd.DataFrame]:
+    def compare(self, text: str, pooling: str, normalize: bool, request: gr.Request = None) -> tuple[Any, str, pd.DataFrame]:
         """Sentences -> the similarity heat-map, the most and least similar pairs in words, all pairs ranked."""
+        self.shared.visitors.started(request)
         with shown_in_page():
             lines = sentences(text, self.shared.limits).lines
             with self.shared.tokenizer_lock:

@@ -8,23 +8,31 @@ changes what another sees.
 from __future__ import annotations
 
 import copy
+import ctypes
 import functools
+import gc
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
+import time
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
 from torch import Tensor
 
 from core import MultiTaskDataset, MultiTaskModel, SentenceEncoder, folders
 from core.config import DEFAULT_HEADS_DIR, NORMALIZE_FOR_TRAINING, HeadsConfig
 from core.datasets import load_builtin
 from core.errors import ConfigError
+
+from .fairness import Visitors
 
 logger = logging.getLogger("sentence_lab.app")
 
@@ -67,6 +75,14 @@ class Limits:
     max_chars: int = 20_000
     max_upload_mb: float = 10.0  # SENTENCE_LAB_MAX_UPLOAD_MB: a CSV of 1,000 rows is ~0.1 MB
     max_queue: int = 64  # SENTENCE_LAB_MAX_QUEUE: requests waiting, all visitors; then "the queue is full"
+    # SENTENCE_LAB_MAX_TRAINED_ENCODERS: encoders trained by visitors that the server keeps, all sessions
+    # together (each ~135 MB: fp32 weights and their bf16 copy); past it the least recently used is let go.
+    max_trained_encoders: int = 4
+    idle_minutes: float = 30.0  # SENTENCE_LAB_IDLE_MINUTES: a session's trained encoder is let go after this
+    # Per visitor (address), so that one cannot crowd out the others (ui.fairness):
+    requests_per_minute: int = 60  # SENTENCE_LAB_REQUESTS_PER_MINUTE: embed, compare, classify, train together
+    max_waiting: int = 4  # SENTENCE_LAB_MAX_WAITING: requests of one visitor in the queue at once
+    uploads_per_minute: int = 10  # SENTENCE_LAB_UPLOADS_PER_MINUTE: CSV files sent
     # SENTENCE_LAB_MODELS: comma-separated encoder names a visitor may train on, beside the default.
     # Only names from this list are ever loaded: a visitor never gives a path.
     models: tuple[str, ...] = ()
@@ -81,6 +97,11 @@ class Limits:
                    max_chars=_env_number("SENTENCE_LAB_MAX_CHARS", cls.max_chars),
                    max_upload_mb=_env_number("SENTENCE_LAB_MAX_UPLOAD_MB", cls.max_upload_mb, float),
                    max_queue=_env_number("SENTENCE_LAB_MAX_QUEUE", cls.max_queue),
+                   max_trained_encoders=_env_number("SENTENCE_LAB_MAX_TRAINED_ENCODERS", cls.max_trained_encoders),
+                   idle_minutes=_env_number("SENTENCE_LAB_IDLE_MINUTES", cls.idle_minutes, float),
+                   requests_per_minute=_env_number("SENTENCE_LAB_REQUESTS_PER_MINUTE", cls.requests_per_minute),
+                   max_waiting=_env_number("SENTENCE_LAB_MAX_WAITING", cls.max_waiting),
+                   uploads_per_minute=_env_number("SENTENCE_LAB_UPLOADS_PER_MINUTE", cls.uploads_per_minute),
                    models=_env_names("SENTENCE_LAB_MODELS"))
 
     @property
@@ -95,7 +116,7 @@ def load_shared_models() -> tuple[SentenceEncoder, MultiTaskModel | None]:
     """The base encoder (mean pooling, normalised) and the shipped model, each loaded once."""
     encoder = SentenceEncoder.from_pretrained(pooling="mean", normalize=NORMALIZE_FOR_TRAINING)
     if (DEFAULT_HEADS_DIR / "config.json").is_file():
-        default_model = MultiTaskModel.load(DEFAULT_HEADS_DIR)
+        default_model = MultiTaskModel.load(DEFAULT_HEADS_DIR, base=encoder)  # one backbone for both
     else:
         logger.warning("%s is missing: Classify works only after a visitor trains a model", DEFAULT_HEADS_DIR)
         default_model = None
@@ -126,6 +147,24 @@ class Shared:
         # Every visitor's model download lives under one folder, removed when the server exits.
         self.exports = Path(tempfile.mkdtemp(prefix="sentence-lab-"))
         weakref.finalize(self, shutil.rmtree, self.exports, ignore_errors=True)
+        self.holders = Holders(limits.max_trained_encoders, limits.idle_minutes * 60)
+        self.visitors = Visitors(limits.requests_per_minute, limits.max_waiting)
+
+    def seen(self, session: Session, request: gr.Request | None) -> Session:
+        """Note which Gradio session ``session`` is (so that it can be found when its visitor leaves) and tell
+        the visitor, once, what the server let go of since their last request."""
+        session.key = getattr(request, "session_hash", None) or session.key
+        if session.notice:
+            gr.Warning(session.take_notice(), duration=None)
+        return session
+
+    def used(self, session: Session) -> None:
+        """``session`` just used or changed its models: the most recent for the host-wide bound."""
+        self.holders.touch(session.key, session)
+
+    def visitor_left(self, request: gr.Request) -> None:
+        """Gradio's ``unload``: the visitor closed the page, so their trained encoders go now, not in hours."""
+        self.holders.leave(getattr(request, "session_hash", None))
 
     def base_encoder(self, name: str | None) -> SentenceEncoder:
         """A base encoder from the allow-list (the default, plus SENTENCE_LAB_MODELS), loaded once and shared."""
@@ -152,6 +191,82 @@ class Shared:
     def builtin(name: str) -> MultiTaskDataset:
         """A real built-in set ("bbc_news", "reviews"), read once per process and never modified."""
         return load_builtin(name)
+
+
+class Holders:
+    """The sessions that hold encoder weights of their own, least recently used first: the host-wide bound.
+
+    A run that trained the encoder keeps 90 MB of weights (135 MB once it has answered in bf16);
+    heads-only runs share the base encoder and cost a few KB. Past ``cap`` such encoders on the whole
+    server, the least recently used session lets its go; so does one idle for ``idle_seconds``, and
+    one whose visitor closed the page. The session then says so to its visitor (Session.notice).
+    """
+
+    def __init__(self, cap: int, idle_seconds: float) -> None:
+        self.cap, self.idle_seconds = cap, idle_seconds
+        self._sessions: OrderedDict[str, tuple[weakref.ref[Session], float]] = OrderedDict()  # hash -> (session, last use)
+        self._lock = threading.Lock()
+
+    def touch(self, key: str | None, session: Session) -> None:
+        """``session`` (Gradio's session hash ``key``) was just used: it becomes the most recent, and the
+        others let their encoders go past the cap or their idle time. The session used is never the one let go."""
+        if not key:
+            return
+        now, dropped = time.monotonic(), []
+        with self._lock:
+            self._sessions[key] = (weakref.ref(session), now)
+            self._sessions.move_to_end(key)
+            held = 0
+            for other in reversed(list(self._sessions)):  # the most recent first
+                ref, last = self._sessions[other]
+                visitor = ref()
+                count = visitor.own_encoders() if visitor is not None else 0
+                if count == 0:
+                    del self._sessions[other]
+                elif other != key and not visitor.running and (held + count > self.cap or now - last > self.idle_seconds):
+                    idle = now - last > self.idle_seconds
+                    dropped.append((visitor, f"after {self.idle_seconds / 60:g} minutes without use" if idle else
+                                    f"to make room for other visitors (this server keeps {self.cap} trained encoders "
+                                    "at a time; the least recently used goes first)"))
+                    del self._sessions[other]
+                else:
+                    held += count
+        for visitor, why in dropped:
+            visitor.let_go(why)
+        if dropped:
+            release_memory()
+            logger.info("let go of %d session(s)' trained encoders (cap %d, idle %g min)", len(dropped), self.cap,
+                        self.idle_seconds / 60)
+
+    def leave(self, key: str | None) -> None:
+        """The visitor of session ``key`` left: their trained encoders go (their heads-only runs stay)."""
+        with self._lock:
+            ref, _ = self._sessions.pop(key, (None, 0.0)) if key else (None, 0.0)
+        visitor = ref() if ref is not None else None
+        if visitor is not None and not visitor.running:
+            count = visitor.own_encoders()
+            visitor.let_go("when you left the page")
+            release_memory()
+            logger.info("a visitor left: let go of %d trained encoder(s)", count)
+
+    def held(self) -> int:
+        """Encoders of their own that the sessions known here hold now."""
+        with self._lock:
+            return sum(s.own_encoders() for s in (ref() for ref, _ in self._sessions.values()) if s is not None)
+
+
+def release_memory() -> None:
+    """Hand freed weights back to the system now: glibc keeps freed blocks for reuse unless trimmed."""
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+try:
+    _LIBC = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
+    _LIBC.malloc_trim  # glibc only (not musl)
+except (OSError, AttributeError):
+    _LIBC = None
 
 
 # -- one visitor ------------------------------------------------------------------------------------------
@@ -203,6 +318,8 @@ class Session:
         self.running = False
         self.runs: list[Run] = []  # this visitor's runs, oldest first (at most MAX_RUNS)
         self.active_run: int | None = None  # the number of the run in use; None: the shipped model
+        self.notice = ""  # what the server let go of, told to the visitor at their next request (take_notice)
+        self.key: str | None = None  # Gradio's session hash, once a request has shown it (Holders, unload)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Session:
         new = Session()
@@ -228,8 +345,8 @@ class Session:
         run = self._run(number)
         if run.model is None and run.heads is None:
             raise ConfigError(f"Run #{number} trained the encoder, and its weights were let go when another model "
-                              "came into use (a session keeps only the one in use and a pinned one). Run it again "
-                              "to get it back, and pin it to keep it.")
+                              "came into use (a session keeps only the one in use and a pinned one) or the server "
+                              "needed the memory. Run it again to get it back, and pin it to keep it.")
         model = run.model
         if model is None:  # heads on the shared encoder: rebuilt in a moment
             encoder = shared.encoder_for_run(shared.base_encoder(run.base), changes_weights=False)
@@ -267,6 +384,29 @@ class Session:
         for run in self.runs:
             if run.number != number and run.heads is None and not run.pinned:
                 run.model = None
+
+    def own_encoders(self) -> int:
+        """Encoders with weights of their own that this session holds (the run in use and a pinned one)."""
+        return len({id(r.model) for r in self.runs if r.heads is None and r.model is not None})
+
+    def let_go(self, why: str) -> None:
+        """Drop the encoder weights this session's runs trained (the server needs the memory), and say so."""
+        held = [r for r in self.runs if r.heads is None and r.model is not None]
+        if not held:
+            return
+        for run in held:
+            run.model, run.pinned = None, False
+        if self.active_run in {r.number for r in held}:
+            self.use_shipped()
+        names = ", ".join(f"#{r.number}" for r in held)
+        self.notice = (f"The encoder weights your run {names} trained were let go {why}; the shipped model is in use "
+                       "unless you choose another run. Runs that trained only the heads are kept. Run it again to "
+                       "get it back.")
+
+    def take_notice(self) -> str:
+        """The pending notice, once."""
+        notice, self.notice = self.notice, ""
+        return notice
 
     def model_in_use(self, shared: Shared) -> MultiTaskModel | None:
         return self.model if self.model is not None else shared.default_model

@@ -11,6 +11,7 @@ import logging
 import shutil
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,7 +29,7 @@ from core.freezing import PRESET_HELP, preview
 
 from .classify_tab import ClassifyParts
 from .inputs import TrainForm, bad_input, shown_in_page, whole
-from .state import MAX_RUNS, Run, Session, Shared, model_note
+from .state import MAX_RUNS, Run, Session, Shared, model_note, release_memory
 
 logger = logging.getLogger("sentence_lab.app")
 
@@ -260,14 +261,18 @@ class TrainTab:
                   f"sentiment head {_count(mood[0])}")
         return described, f"{text}<br><small>{detail}</small>"
 
-    def train(self, session: Session, **form: Any) -> Iterator[tuple[Any, ...]]:
+    def train(self, session: Session, request: gr.Request = None, **form: Any) -> Iterator[tuple[Any, ...]]:
         """Train fresh heads (and the encoder, if chosen) on the chosen data, streaming curves and metrics.
 
         Yields (loss figure, metrics table, status, model zip (at the end), Classify tab note, session).
         The visitor's model changes only once a run has taken at least one step: a run refused, failed
         or stopped before that leaves their previous model in use.
         """
-        yield from self.run(TrainForm(**form), session)
+        self.shared.visitors.started(request)
+        try:
+            yield from self.run(TrainForm(**form), self.shared.seen(session, request))
+        finally:
+            self.shared.visitors.run_ended(session.key)  # the page may start another run
 
     def run(self, form: TrainForm, session: Session, start: MultiTaskModel | None = None) -> Iterator[tuple[Any, ...]]:
         """``train`` with the form as one value (the /train endpoint's fields by name: see TrainForm);
@@ -275,9 +280,17 @@ class TrainTab:
         with shown_in_page():
             yield from self._run(form, session, start=start)
 
-    def compare(self, session: Session, presets: list[str] | None, **form: Any) -> Iterator[tuple[Any, ...]]:
+    def compare(self, session: Session, presets: list[str] | None, request: gr.Request = None,
+                **form: Any) -> Iterator[tuple[Any, ...]]:
         """Run each ticked freezing strategy in turn on the same data, split and seed, all within one run's
         time limit; each becomes a run in the runs table. Stop ends the comparison."""
+        self.shared.visitors.started(request)
+        try:
+            yield from self._compare(self.shared.seen(session, request), presets, form)
+        finally:
+            self.shared.visitors.run_ended(session.key)
+
+    def _compare(self, session: Session, presets: list[str] | None, form: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
         with shown_in_page():
             chosen = [p for p in COMPARE_ORDER if p in (presets or [])]
             if not chosen:
@@ -298,9 +311,19 @@ class TrainTab:
              start: MultiTaskModel | None = None) -> Iterator[tuple[Any, ...]]:
         """The run's stream; returns whether Stop or the time limit ended it (``deadline``: one shared by several;
         ``start``: the model a baseline or head-frozen run starts from, by default the model in use)."""
-        shared, limits = self.shared, self.shared.limits
         if session.running:
             raise bad_input("A run is already going in this page: stop it first.", title="Busy")
+        session.running = True  # from here on Stop is heard, while the data loads too
+        try:
+            return (yield from self._stream(form, session, deadline, start))
+        finally:
+            session.running = False
+            session.stop.clear()
+            release_memory()  # the run's optimizer state and gradients (3x the weights that learned) go back now
+
+    def _stream(self, form: TrainForm, session: Session, deadline: Deadline | None,
+                start: MultiTaskModel | None) -> Iterator[tuple[Any, ...]]:
+        shared, limits = self.shared, self.shared.limits
         config = form.training_config(limits)
         base = shared.base_encoder(form.base_model)
         data, name = form.data(shared)
@@ -316,63 +339,63 @@ class TrainTab:
         train_set, val_set = data.split(VAL_FRACTION, seed=config.seed)
         encoder_learns = config.gradual_unfreeze or config.freeze != "encoder"
         log = RunLog(total_epochs=config.epochs)
-        session.running = True
-        session.stop.clear()
+        note = model_note(session, shared.default_model)
+        if session.stop.is_set():  # pressed while the run waited in the queue or its data loaded
+            kept = "your previous model" if session.model is not None else "the shipped model"
+            yield (log.figure(), log.table(), f"**Stopped before it started**: nothing was learned, so {kept} stays "
+                   "in use.", gr.skip(), note, session)
+            return True
         deadline = deadline or Deadline(limits.max_seconds, session.stop)  # the host's limit ends a run like Stop
         started, last_yield = time.monotonic(), 0.0
+        preparing = ("…" if encoder_learns
+                     else ": embedding every text once (the encoder is frozen, so this is the slow part)…")
+        yield log.figure(), log.table(), f"**Preparing** {len(data):,} rows{preparing}", gr.skip(), note, session
+        if current is not None:
+            with shared.tokenizer_lock:
+                model = copy.deepcopy(current)  # its own weights: the encoder may learn, the original stays
+        else:
+            encoder = shared.encoder_for_run(base, changes_weights=encoder_learns)
+            model = MultiTaskModel.for_data(data, encoder, seed=config.seed)
+        for event in train(model, train_set, val_set, config, stop=deadline):
+            log.add(event)
+            if isinstance(event, DoneEvent):
+                result = event.result
+                break
+            if isinstance(event, StepEvent) and time.monotonic() - last_yield < STREAM_EVERY_S:
+                continue
+            last_yield = time.monotonic()
+            yield log.figure(), log.table(), log.progress(time.monotonic() - started), gr.skip(), note, session
+        seconds = time.monotonic() - started
+        if form.preset == "all":
+            yield log.figure(), log.table(), baseline_words(result, len(val_set)), gr.skip(), note, session
+            return False
+        timed_out = result.stopped and not session.stop.is_set()  # stopped, but not by the visitor
+        if result.steps == 0:  # stopped while preparing: nothing learned, so nothing replaces the old model
+            why = f" at this server's limit of {limits.max_seconds:g} s" if timed_out else ""
+            kept = "your previous model" if session.model is not None else "the shipped model"
+            yield (log.figure(), log.table(), f"**Stopped{why} before the first step**: nothing was learned, so "
+                   f"{kept} stays in use.", gr.skip(), note, session)
+            return True
+        strategy = "gradual unfreezing" if config.gradual_unfreeze else PRESET_LABELS[form.preset].split(":")[0].lower()
+        on = "" if base is shared.encoder else f" with {base.config.model_name}"
+        run = Run(number=session.runs[-1].number + 1 if session.runs else 1, data=name, strategy=strategy,
+                  epochs=len(result.history), seconds=seconds, metrics=result.best_metrics,
+                  curve=[(h["epoch"] + 1, h["validation"]["loss"]) for h in result.history if "validation" in h],
+                  base=model.encoder.config.model_name, heads_config=model.heads_config,
+                  heads=None if encoder_learns else folders.flatten(model.head_parts()))
+        session.add_run(run, model, f"trained on {name}{on} ({len(result.history)} epochs, {strategy})")
+        shared.used(session)  # past the host's bound, the least recently used trained encoder goes
+        exact = bool(model.record.head_fit)
+        words = (result_words(result, seconds, timed_out, limits.max_seconds, exact)
+                 + barely_learned(result.best_metrics, len(model.class_names), result.measured_on)
+                 + f"<br><small>Data: {name}.</small>")
         try:
-            note = model_note(session, shared.default_model)
-            preparing = ("…" if encoder_learns
-                         else ": embedding every text once (the encoder is frozen, so this is the slow part)…")
-            yield log.figure(), log.table(), f"**Preparing** {len(data):,} rows{preparing}", gr.skip(), note, session
-            if current is not None:
-                with shared.tokenizer_lock:
-                    model = copy.deepcopy(current)  # its own weights: the encoder may learn, the original stays
-            else:
-                encoder = shared.encoder_for_run(base, changes_weights=encoder_learns)
-                model = MultiTaskModel.for_data(data, encoder, seed=config.seed)
-            for event in train(model, train_set, val_set, config, stop=deadline):
-                log.add(event)
-                if isinstance(event, DoneEvent):
-                    result = event.result
-                    break
-                if isinstance(event, StepEvent) and time.monotonic() - last_yield < STREAM_EVERY_S:
-                    continue
-                last_yield = time.monotonic()
-                yield log.figure(), log.table(), log.progress(time.monotonic() - started), gr.skip(), note, session
-            seconds = time.monotonic() - started
-            if form.preset == "all":
-                yield log.figure(), log.table(), baseline_words(result, len(val_set)), gr.skip(), note, session
-                return False
-            timed_out = result.stopped and not session.stop.is_set()  # stopped, but not by the visitor
-            if result.steps == 0:  # stopped while preparing: nothing learned, so nothing replaces the old model
-                why = f" at this server's limit of {limits.max_seconds:g} s" if timed_out else ""
-                kept = "your previous model" if session.model is not None else "the shipped model"
-                yield (log.figure(), log.table(), f"**Stopped{why} before the first step**: nothing was learned, so "
-                       f"{kept} stays in use.", gr.skip(), note, session)
-                return True
-            strategy = "gradual unfreezing" if config.gradual_unfreeze else PRESET_LABELS[form.preset].split(":")[0].lower()
-            on = "" if base is shared.encoder else f" with {base.config.model_name}"
-            run = Run(number=session.runs[-1].number + 1 if session.runs else 1, data=name, strategy=strategy,
-                      epochs=len(result.history), seconds=seconds, metrics=result.best_metrics,
-                      curve=[(h["epoch"] + 1, h["validation"]["loss"]) for h in result.history if "validation" in h],
-                      base=model.encoder.config.model_name, heads_config=model.heads_config,
-                      heads=None if encoder_learns else folders.flatten(model.head_parts()))
-            session.add_run(run, model, f"trained on {name}{on} ({len(result.history)} epochs, {strategy})")
-            exact = bool(model.record.head_fit)
-            words = (result_words(result, seconds, timed_out, limits.max_seconds, exact)
-                     + barely_learned(result.best_metrics, len(model.class_names), result.measured_on)
-                     + f"<br><small>Data: {name}.</small>")
-            try:
-                archive = str(self.download(model, session))
-            except Exception as exc:  # noqa: BLE001 -- the trained model stays in use; only its zip is missing
-                logger.exception("could not prepare the download")
-                archive, words = None, words + f"<br>The download could not be prepared ({type(exc).__name__}: {exc})."
-            yield log.figure(), log.table(), words, archive, model_note(session, shared.default_model), session
-            return result.stopped
-        finally:
-            session.running = False
-            session.stop.clear()
+            archive = str(self.download(model, session))
+        except Exception as exc:  # noqa: BLE001 -- the trained model stays in use; only its zip is missing
+            logger.exception("could not prepare the download")
+            archive, words = None, words + f"<br>The download could not be prepared ({type(exc).__name__}: {exc})."
+        yield log.figure(), log.table(), words, archive, model_note(session, shared.default_model), session
+        return result.stopped
 
     def download(self, model: MultiTaskModel, session: Session, fmt: str = "sentence-lab") -> Path:
         """The model as a zip in one format, made once; it lives until this visitor's next model replaces it."""
@@ -383,10 +406,10 @@ class TrainTab:
         name = DOWNLOAD_NAMES[fmt]
         folder = session.export_dir / name
         export(model, folder, fmt)
-        archive = shutil.make_archive(str(folder), "zip", root_dir=session.export_dir, base_dir=name)
+        archive = zip_folder(folder)
         shutil.rmtree(folder, ignore_errors=True)
-        session.downloads[fmt] = Path(archive)
-        return Path(archive)
+        session.downloads[fmt] = archive
+        return archive
 
     def prepare_download(self, choice: str, session: Session) -> tuple[Any, str]:
         """Point the download button at the visitor's model in the chosen format; say what it holds."""
@@ -419,25 +442,30 @@ class TrainTab:
         choices = [(f"#{r.number} · {r.strategy} · {r.data}", r.number) for r in reversed(session.runs)]
         return table, figure, gr.Dropdown(choices=choices, value=session.active_run if choices else None)
 
-    def use_run(self, number: Any, session: Session) -> tuple[Any, ...]:
+    def use_run(self, number: Any, session: Session, request: gr.Request = None) -> tuple[Any, ...]:
         """Make one of the visitor's runs the model in use again (the Classify tab answers with it)."""
         with shown_in_page():
-            session.use_run(_chosen_run(number), self.shared)
+            self.shared.seen(session, request).use_run(_chosen_run(number), self.shared)
+            self.shared.used(session)
         return (model_note(session, self.shared.default_model), *self.clear_download(), *self.show_runs(session),
                 session)
 
-    def pin_run(self, number: Any, session: Session) -> tuple[Any, ...]:
+    def pin_run(self, number: Any, session: Session, request: gr.Request = None) -> tuple[Any, ...]:
         """Pin (or unpin) a run that trained the encoder, so that its weights stay when another is used."""
         with shown_in_page():
-            gr.Info(session.pin(_chosen_run(number)))
+            gr.Info(self.shared.seen(session, request).pin(_chosen_run(number)))
+            self.shared.used(session)
         return (*self.show_runs(session), session)
 
-    def stop(self, session: Session) -> str:
+    def stop(self, session: Session, request: gr.Request = None) -> str:
         """Ask this visitor's run to end at its next step; the model keeps what it learned so far."""
-        if not session.running:
-            return "No run is going. Press **Start** to train."
-        session.stop.set()
-        return "**Stopping** at the next step…"
+        if session.running:
+            session.stop.set()
+            return "**Stopping** at the next step…"
+        if self.shared.visitors.run_waiting(getattr(request, "session_hash", None)):  # it will end as it starts
+            session.stop.set()
+            return "**Stopped**: your run will not start."
+        return "No run is going. Press **Start** to train."
 
 
 def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.Blocks) -> TrainTab:
@@ -535,13 +563,25 @@ def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.
     compared = compare_btn.click(tab.compare, inputs=[session, compare_presets], inputs_kwargs=form,
                                  outputs=[loss_plot, metrics_table, train_status, model_file, classify.model_note,
                                           session], concurrency_limit=lim.max_runs, concurrency_id="train",
-                                 show_progress_on=[train_status], **private)
+                                 show_progress_on=[train_status],
+                                 api_name="compare_strategies", **private)
     compared.success(tab.prepare_download, [download_format, session], [model_file, download_note], **private)
     compared.success(tab.show_runs, session, [runs_table, runs_plot, run_choice], **private)
     # Stop's reply is for API callers; the page sees the run's own status turn to "Stopped" at the next
     # step (a visible reply could arrive after that final status and overwrite it).
     stop_btn.click(tab.stop, session, stop_reply, api_name="stop", concurrency_limit=None, show_progress="hidden")
     return tab
+
+
+def zip_folder(folder: Path) -> Path:
+    """``folder`` as ``folder.zip`` (one top folder inside). Weights are stored as they are: float tensors
+    hardly compress, and deflating 90 MB of them cost every encoder run seconds of CPU."""
+    archive = folder.with_suffix(".zip")
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in sorted(folder.rglob("*")):
+            packed = zipfile.ZIP_STORED if path.suffix in (".safetensors", ".onnx") else zipfile.ZIP_DEFLATED
+            out.write(path, path.relative_to(folder.parent), compress_type=packed)
+    return archive
 
 
 def show_source_fields(source: str) -> tuple[Any, Any]:
