@@ -56,8 +56,11 @@ def guards(demo: gr.Blocks, shared: Shared) -> list[Middleware]:
     """What stands in front of Gradio for fairness (ui.fairness): the per-visitor bounds on the queue, counted
     for the public events and Compare strategies, and on uploads."""
     runs = {"train", "compare_strategies"}
-    events = {index: (fn.api_name in runs, len(fn.inputs)) for index, fn in demo.fns.items()
-              if fn.api_name in runs | {"embed", "compare", "classify"}}
+    def shown_on(inputs: list) -> int:  # a refusal shows above the first text or number field (Train: the seed)
+        return next((i for i, block in enumerate(inputs) if isinstance(block, (gr.Textbox, gr.Number))), 0)
+
+    events = {index: (fn.api_name in runs, len(fn.inputs), shown_on(fn.inputs))
+              for index, fn in demo.fns.items() if fn.api_name in runs | {"embed", "compare", "classify"}}
     return [Middleware(Admission, visitors=shared.visitors, events=events),
             Middleware(UploadLimit, per_minute=shared.limits.uploads_per_minute)]
 

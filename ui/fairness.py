@@ -116,14 +116,15 @@ class Visitors:
 
 class Admission:
     """ASGI middleware in front of Gradio's queue: a request over its visitor's bounds is refused when it asks
-    to join (HTTP 422, in the form gradio_client reports as a ValidationError and the page shows on the
-    event's first input), before it waits or takes a worker.
+    to join (HTTP 422, in the form gradio_client reports as a ValidationError and the page shows on one of
+    the event's inputs), before it waits or takes a worker.
 
-    ``events``: fn_index -> (whether it is a training run, its number of inputs), for the events that count;
-    the page's small private events (the setup preview, showing fields) do not.
+    ``events``: fn_index -> (whether it is a training run, its number of inputs, the input that shows a
+    refusal: the first one a visitor sees), for the events that count; the page's small private events
+    (the setup preview, showing fields) do not.
     """
 
-    def __init__(self, app: Callable, visitors: Visitors, events: dict[int, tuple[bool, int]]) -> None:
+    def __init__(self, app: Callable, visitors: Visitors, events: dict[int, tuple[bool, int, int]]) -> None:
         self.app, self.visitors, self.events = app, visitors, events
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -146,8 +147,9 @@ class Admission:
             refusal = self.visitors.admit(address(headers, (scope.get("client") or [None])[0]),
                                           str(page) if page is not None else None, run=event[0])
             if refusal is not None:
-                detail = [{"__type__": "validate", "is_valid": i != 0, "message": refusal if i == 0 else "",
-                           "parameter_name": "request" if i == 0 else f"parameter_{i}"} for i in range(max(event[1], 1))]
+                at = event[2]
+                detail = [{"__type__": "validate", "is_valid": i != at, "message": refusal if i == at else "",
+                           "parameter_name": "request" if i == at else f"parameter_{i}"} for i in range(max(event[1], 1))]
                 return await _reply(send, 422, {"detail": detail})
         replayed = False
 
