@@ -61,7 +61,10 @@ def guards(demo: gr.Blocks, shared: Shared) -> list[Middleware]:
 
     events = {index: (fn.api_name in runs, len(fn.inputs), shown_on(fn.inputs))
               for index, fn in demo.fns.items() if fn.api_name in runs | {"embed", "compare", "classify"}}
-    return [Middleware(Admission, visitors=shared.visitors, events=events),
+    api = demo.get_api_info()["named_endpoints"]
+    calls = {name: (name in runs, [p["parameter_name"] for p in api[f"/{name}"]["parameters"]])
+             for name in ("embed", "compare", "classify", "train")}
+    return [Middleware(Admission, visitors=shared.visitors, events=events, calls=calls),
             Middleware(UploadLimit, per_minute=shared.limits.uploads_per_minute)]
 
 

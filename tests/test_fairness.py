@@ -74,8 +74,13 @@ def test_a_tight_server_refuses_a_second_run_extra_requests_and_uploads_and_lets
         with httpx.Client(base_url=server.url) as http:
             sent = [http.post("gradio_api/upload", files={"files": ("a.csv", b"text,label\nA cat.,pets\n")})
                     for _ in range(3)]
+            # Plain HTTP with too few values: Gradio's own answer named "<gradio.components.textbox.Textbox
+            # object at 0x...>"; it is refused before it queues, with the parameters' names (not counted).
+            short = http.post("gradio_api/call/embed", json={"data": ["One sentence."]})
         assert [r.status_code for r in sent] == [200, 200, 429]
         assert "at most 2 a minute" in sent[2].json()["detail"]
+        assert short.status_code == 422
+        assert short.json()["detail"] == "/embed takes 3 values, in this order: text, pooling, normalize; got 1"
 
         answered = 0
         with pytest.raises(ValidationError, match="this server answers at most 8 a minute for each visitor"):
@@ -83,3 +88,6 @@ def test_a_tight_server_refuses_a_second_run_extra_requests_and_uploads_and_lets
                 classify(first)
                 answered += 1
         assert answered == 4  # 4 + the 4 above: the ninth request within a minute is refused
+        with httpx.Client(base_url=server.url) as http:  # plain HTTP calls count too
+            raw = http.post("gradio_api/call/classify", json={"data": ["A sentence."]})
+        assert raw.status_code == 422 and "this server answers at most 8 a minute" in raw.json()["detail"]

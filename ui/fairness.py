@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 import time
 from collections import OrderedDict, deque
@@ -122,14 +123,20 @@ class Admission:
     ``events``: fn_index -> (whether it is a training run, its number of inputs, the input that shows a
     refusal: the first one a visitor sees), for the events that count; the page's small private events
     (the setup preview, showing fields) do not.
+
+    ``calls``: API name -> (whether it is a training run, its parameter names), for the same events called
+    over plain HTTP (``POST /gradio_api/call/<name>``), which Gradio queues without a join request; a
+    call with the wrong number of values is told their names (Gradio's own message shows object reprs).
     """
 
-    def __init__(self, app: Callable, visitors: Visitors, events: dict[int, tuple[bool, int, int]]) -> None:
-        self.app, self.visitors, self.events = app, visitors, events
+    def __init__(self, app: Callable, visitors: Visitors, events: dict[int, tuple[bool, int, int]],
+                 calls: dict[str, tuple[bool, list[str]]]) -> None:
+        self.app, self.visitors, self.events, self.calls = app, visitors, events, calls
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if not (scope["type"] == "http" and scope["method"] == "POST"
-                and scope["path"].rstrip("/").endswith("/queue/join")):
+        path = scope.get("path", "").rstrip("/") if scope["type"] == "http" and scope["method"] == "POST" else ""
+        call = re.search(r"/call/([^/]+)$", path)
+        if not (path.endswith("/queue/join") or (call and call.group(1) in self.calls)):
             return await self.app(scope, receive, send)
         body, more = b"", True
         while more:
@@ -138,14 +145,24 @@ class Admission:
             more = message.get("more_body", False)
         try:
             payload = json.loads(body)
-            event = self.events.get(int(payload["fn_index"]))
-            page = payload.get("session_hash")
-        except (ValueError, TypeError, KeyError):
-            event, page = None, None  # Gradio answers a malformed request itself
+            event = self.events.get(int(payload["fn_index"])) if not call else None
+            page = payload.get("session_hash") if not call else None
+        except (ValueError, TypeError, KeyError, AttributeError):
+            payload, event, page = None, None, None  # Gradio answers a malformed request itself
+        if call and isinstance(payload, dict):
+            run, names = self.calls[call.group(1)]
+            values = payload.get("data")
+            if not isinstance(values, list) or len(values) != len(names):
+                got = len(values) if isinstance(values, list) else "no list"
+                return await _reply(send, 422, {"detail": f"/{call.group(1)} takes {len(names)} values, in this order: "
+                                                          f"{', '.join(names)}; got {got}"})
+            event = (run, 0, 0)
         if event is not None:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             refusal = self.visitors.admit(address(headers, (scope.get("client") or [None])[0]),
                                           str(page) if page is not None else None, run=event[0])
+            if refusal is not None and call:
+                return await _reply(send, 422, {"detail": refusal})
             if refusal is not None:
                 at = event[2]
                 detail = [{"__type__": "validate", "is_valid": i != at, "message": refusal if i == at else "",
