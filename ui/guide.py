@@ -111,7 +111,10 @@ always kept. **Compare strategies** runs the ticked settings one after another o
 rows and seed, so their scores can be compared fairly.
 
 What you train stays in your browser session: other visitors keep seeing the shipped model, and
-your model is gone when you close the page, so download it if you want to keep it.
+your model is gone when you close the page, so download it if you want to keep it. On a busy
+server an encoder you trained may also be let go after a while unused, or to make room for other
+visitors: you are told so at your next click, the shipped model answers again, and runs that
+trained only the heads are still there.
 """
 
 GUIDE = INTRO + "\n\n" + doc_section(TASK3, FREEZING_HEADING) + SETTINGS
