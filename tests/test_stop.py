@@ -397,6 +397,7 @@ def test_the_server_keeps_a_bounded_number_of_trained_encoders_and_tells_the_vis
     with pytest.warns(UserWarning, match=r"The encoder weights your run #2 trained were let go to make room"):
         classify_tab.classify(TEXTS, a)  # told once, with the shipped model's answer
     assert a.notice == "" and a.model_in_use(shared) is shared.default_model
+    assert "the shipped model" in classify_tab.note(a)  # the page's note follows (it said "your model" before)
     a.use_run(1, shared)
 
     clock[0] += 1

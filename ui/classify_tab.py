@@ -54,6 +54,10 @@ class ClassifyTab:
             figure = plots.prediction_figure(predictions, model.class_names, scale)
             return figure, pd.DataFrame(rows, columns=CLASSIFY_COLUMNS), [p.to_dict() for p in predictions]
 
+    def note(self, session: Session) -> str:
+        """Which model answered, in words: after a classify, as the server may have let the visitor's go."""
+        return model_note(session, self.shared.default_model)
+
     def use_default_model(self, session: Session) -> tuple[str, Session]:
         """Back to the shipped model (the Train tab forgets the download on the same click)."""
         session.use_shipped()
@@ -84,7 +88,9 @@ def render(shared: Shared, session: gr.State) -> ClassifyParts:
     with gr.Accordion("Raw predictions (JSON)", open=False):
         classify_json = gr.JSON(label="Predictions")
 
-    gr.on([classify_btn.click, classify_text.submit], tab.classify, [classify_text, session],
-          [classify_plot, classify_table, classify_json], api_name="classify", show_progress_on=[classify_table])
+    classified = gr.on([classify_btn.click, classify_text.submit], tab.classify, [classify_text, session],
+                       [classify_plot, classify_table, classify_json], api_name="classify",
+                       show_progress_on=[classify_table])
+    classified.success(tab.note, session, note, api_visibility="private", queue=False, show_progress="hidden")
     back = default_btn.click(tab.use_default_model, session, [note, session], api_visibility="private")
     return ClassifyParts(model_note=note, default_btn=default_btn, back_to_shipped=back)
