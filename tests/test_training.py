@@ -387,3 +387,25 @@ def test_a_run_keeps_no_gradients(tiny_model, synthetic, how):
         assert how == "diverged" and "diverged" in str(exc)
     assert all(p.grad is None for p in tiny_model.parameters())
     assert any(p.requires_grad for p in tiny_model.parameters())  # it did train
+
+
+def test_a_huge_epoch_count_with_gradual_unfreezing_lists_only_the_layers_to_come(tiny_model, synthetic, monkeypatch):
+    """--epochs 1000000000 --gradual-unfreeze built a list over every remaining epoch at each epoch: 85 s for 4
+    steps. The layers still to open are at most the encoder's layers, whatever the epoch count."""
+    from core.cache import TrainingInputs
+
+    train_set, val_set = synthetic
+    seen, set_frozen = [], TrainingInputs.set_frozen
+
+    def spy(self, frozen_layers, coming=()):
+        seen.append(len(coming))
+        return set_frozen(self, frozen_layers, coming)
+
+    monkeypatch.setattr(TrainingInputs, "set_frozen", spy)
+    stop = threading.Event()
+    config = TrainingConfig(epochs=10**9, batch_size=64, freeze="none", gradual_unfreeze=True,
+                            early_stopping_patience=None)
+    for event in train(tiny_model, train_set, val_set, config, stop=stop):
+        if isinstance(event, EpochEvent) and event.epoch == 3:
+            stop.set()
+    assert seen and max(seen) <= len(tiny_model.encoder.layers)  # 2 layers here, not 999,999,999 epochs
