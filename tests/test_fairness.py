@@ -77,8 +77,11 @@ def test_a_tight_server_refuses_a_second_run_extra_requests_and_uploads_and_lets
             # Plain HTTP with too few values: Gradio's own answer named "<gradio.components.textbox.Textbox
             # object at 0x...>"; it is refused before it queues, with the parameters' names (not counted).
             short = http.post("gradio_api/call/embed", json={"data": ["One sentence."]})
+            huge = http.post("gradio_api/call/classify", content=b'{"data": ["' + b"a" * (17 * 2**20) + b'"]}',
+                             headers={"content-type": "application/json"}, timeout=60)
         assert [r.status_code for r in sent] == [200, 200, 429]
         assert "at most 2 a minute" in sent[2].json()["detail"]
+        assert huge.status_code == 413 and "at most 16 MB a request" in huge.json()["detail"]  # not read, not counted
         assert short.status_code == 422
         assert short.json()["detail"] == "/embed takes 3 values, in this order: text, pooling, normalize; got 1"
 

@@ -28,6 +28,9 @@ REMEMBERED = 10_000  # addresses remembered at most; the least recently seen is 
 # A request that joined the queue but never started (its visitor's page closed first) stops counting as
 # waiting after this long: the longest a request waits is a few runs of max_seconds each.
 WAITING_FORGOTTEN_AFTER = 15 * MINUTE
+# A queued request's JSON body: 32 sentences of 20,000 characters are ~1 MB even with every character
+# escaped; Gradio would read (and parse) any size.
+MAX_BODY_BYTES = 16 * 2**20
 
 
 def behind_proxy() -> bool:
@@ -143,6 +146,10 @@ class Admission:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
+            if len(body) > MAX_BODY_BYTES:  # read no further: the largest request the page makes is ~1 MB
+                return await _reply(send, 413, {"detail": f"The request is over {MAX_BODY_BYTES // 2**20} MB: this "
+                                                          "server takes at most "
+                                                          f"{MAX_BODY_BYTES // 2**20} MB a request."})
         try:
             payload = json.loads(body)
             event = self.events.get(int(payload["fn_index"])) if not call else None
