@@ -95,3 +95,11 @@ def test_the_runs_figure_draws_one_line_per_run_and_marks_the_one_in_use():
     assert [t.name for t in fig.data] == ["#1 encoder frozen", "#2 nothing frozen"]
     assert fig.data[1].line.width > fig.data[0].line.width and list(fig.data[1].y) == [0.5, 0.3]
     assert not runs_figure({}).data  # no run yet: a message instead
+
+
+def test_download_sizes_read_as_people_read_them():
+    from ui.train_tab import file_size
+
+    assert [file_size(n) for n in (512, 9_216, 999_499, 1_000_000, 87_345_678)] == \
+        ["512 bytes", "9 KB", "999 KB", "1.0 MB", "87.3 MB"]  # a 9 KB heads-only model said "0.0 MB"
+

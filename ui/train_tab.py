@@ -419,9 +419,8 @@ class TrainTab:
             if choice not in DOWNLOAD_FORMATS:
                 raise ConfigError(f"Unknown download format {choice!r}. Choose one of: {', '.join(DOWNLOAD_FORMATS)}")
             archive = self.download(session.model, session, DOWNLOAD_FORMATS[choice])
-        size = archive.stat().st_size / 1e6
         return (gr.DownloadButton(value=str(archive), interactive=True),
-                f"Ready: **{archive.name}** ({size:.1f} MB), {DOWNLOAD_HELP[choice]}")
+                f"Ready: **{archive.name}** ({file_size(archive.stat().st_size)}), {DOWNLOAD_HELP[choice]}")
 
     @staticmethod
     def clear_download() -> tuple[Any, str]:
@@ -571,6 +570,15 @@ def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.
     # step (a visible reply could arrive after that final status and overwrite it).
     stop_btn.click(tab.stop, session, stop_reply, api_name="stop", concurrency_limit=None, show_progress="hidden")
     return tab
+
+
+def file_size(size: int) -> str:
+    """A size as people read it: "9 KB" for a heads-only model (it said "0.0 MB"), "87.3 MB" for a full one."""
+    if size < 1000:
+        return f"{size} bytes"
+    if size < 1_000_000:
+        return f"{size / 1000:.0f} KB"
+    return f"{size / 1e6:.1f} MB"
 
 
 def zip_folder(folder: Path) -> Path:
