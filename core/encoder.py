@@ -66,11 +66,16 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def host_encoders() -> tuple[str, ...]:
+    """The host's allow-list: the comma-separated names in SENTENCE_LAB_MODELS, blanks and repeats dropped."""
+    names = (n.strip() for n in os.environ.get("SENTENCE_LAB_MODELS", "").split(","))
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
 def offered_encoders() -> tuple[str, ...]:
     """The base encoders a saved model may name without being trusted: the default (and its short name),
-    plus the comma-separated names in SENTENCE_LAB_MODELS (the host's allow-list, also the app's)."""
-    extra = (n.strip() for n in os.environ.get("SENTENCE_LAB_MODELS", "").split(","))
-    return tuple(dict.fromkeys((*_DEFAULT_ALIASES, *(n for n in extra if n))))
+    plus the host's allow-list (host_encoders, which the app also offers its visitors)."""
+    return tuple(dict.fromkeys((*_DEFAULT_ALIASES, *host_encoders())))
 
 
 def state_checksum(module: nn.Module) -> str:

@@ -165,9 +165,8 @@ class Admission:
                                                           f"{', '.join(names)}; got {got}"})
             event = (run, 0, 0)
         if event is not None:
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            refusal = self.visitors.admit(address(headers, (scope.get("client") or [None])[0]),
-                                          str(page) if page is not None else None, run=event[0])
+            refusal = self.visitors.admit(_scope_address(scope), str(page) if page is not None else None,
+                                          run=event[0])
             if refusal is not None and call:
                 return await _reply(send, 422, {"detail": refusal})
             if refusal is not None:
@@ -185,6 +184,12 @@ class Admission:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _scope_address(scope: dict) -> str:
+    """``address`` of a raw ASGI request: its headers decoded, its peer from ``scope["client"]``."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    return address(headers, (scope.get("client") or [None])[0])
 
 
 async def _reply(send: Callable, status: int, content: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -206,8 +211,7 @@ class UploadLimit:
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].rstrip("/").endswith("/upload"):
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            key, now = address(headers, (scope.get("client") or [None])[0]), time.monotonic()
+            key, now = _scope_address(scope), time.monotonic()
             with self._lock:
                 uploads = self._uploads.recent(key, now, MINUTE)
                 refused = len(uploads) >= self.per_minute

@@ -30,6 +30,7 @@ from torch import Tensor
 from core import MultiTaskDataset, MultiTaskModel, SentenceEncoder, folders
 from core.config import DEFAULT_HEADS_DIR, NORMALIZE_FOR_TRAINING, HeadsConfig
 from core.datasets import load_builtin
+from core.encoder import host_encoders
 from core.errors import ConfigError
 
 from .fairness import Visitors
@@ -38,12 +39,6 @@ logger = logging.getLogger("sentence_lab.app")
 
 
 # -- the host's limits ----------------------------------------------------------------------------------
-
-
-def _env_names(name: str) -> tuple[str, ...]:
-    """A comma-separated list from the environment, blanks and repeats dropped."""
-    names = [n.strip() for n in os.environ.get(name, "").split(",")]
-    return tuple(dict.fromkeys(n for n in names if n))
 
 
 def _env_number(name: str, default: float, cast: type = int) -> Any:
@@ -102,7 +97,7 @@ class Limits:
                    requests_per_minute=_env_number("SENTENCE_LAB_REQUESTS_PER_MINUTE", cls.requests_per_minute),
                    max_waiting=_env_number("SENTENCE_LAB_MAX_WAITING", cls.max_waiting),
                    uploads_per_minute=_env_number("SENTENCE_LAB_UPLOADS_PER_MINUTE", cls.uploads_per_minute),
-                   models=_env_names("SENTENCE_LAB_MODELS"))
+                   models=host_encoders())
 
     @property
     def max_upload_bytes(self) -> int:

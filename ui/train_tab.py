@@ -193,6 +193,11 @@ def _chosen_run(number: Any) -> int:
     return whole("Run", number)
 
 
+def _kept(session: Session) -> str:
+    """The model a run that learned nothing leaves in use, in words."""
+    return "your previous model" if session.model is not None else "the shipped model"
+
+
 def _shortened(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
@@ -271,8 +276,8 @@ class TrainTab:
         self.shared.visitors.started(request)
         try:
             yield from self.run(TrainForm(**form), self.shared.seen(session, request))
-        finally:
-            self.shared.visitors.run_ended(session.key)  # the page may start another run
+        finally:  # the page may start another run (keyed as Admission recorded it: the request's own page)
+            self.shared.visitors.run_ended(getattr(request, "session_hash", None))
 
     def run(self, form: TrainForm, session: Session, start: MultiTaskModel | None = None) -> Iterator[tuple[Any, ...]]:
         """``train`` with the form as one value (the /train endpoint's fields by name: see TrainForm);
@@ -288,7 +293,7 @@ class TrainTab:
         try:
             yield from self._compare(self.shared.seen(session, request), presets, form)
         finally:
-            self.shared.visitors.run_ended(session.key)
+            self.shared.visitors.run_ended(getattr(request, "session_hash", None))
 
     def _compare(self, session: Session, presets: list[str] | None, form: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
         with shown_in_page():
@@ -341,9 +346,8 @@ class TrainTab:
         log = RunLog(total_epochs=config.epochs)
         note = model_note(session, shared.default_model)
         if session.stop.is_set():  # pressed while the run waited in the queue or its data loaded
-            kept = "your previous model" if session.model is not None else "the shipped model"
-            yield (log.figure(), log.table(), f"**Stopped before it started**: nothing was learned, so {kept} stays "
-                   "in use.", gr.skip(), note, session)
+            yield (log.figure(), log.table(), f"**Stopped before it started**: nothing was learned, so "
+                   f"{_kept(session)} stays in use.", gr.skip(), note, session)
             return True
         deadline = deadline or Deadline(limits.max_seconds, session.stop)  # the host's limit ends a run like Stop
         started, last_yield = time.monotonic(), 0.0
@@ -372,9 +376,8 @@ class TrainTab:
         timed_out = result.stopped and not session.stop.is_set()  # stopped, but not by the visitor
         if result.steps == 0:  # stopped while preparing: nothing learned, so nothing replaces the old model
             why = f" at this server's limit of {limits.max_seconds:g} s" if timed_out else ""
-            kept = "your previous model" if session.model is not None else "the shipped model"
             yield (log.figure(), log.table(), f"**Stopped{why} before the first step**: nothing was learned, so "
-                   f"{kept} stays in use.", gr.skip(), note, session)
+                   f"{_kept(session)} stays in use.", gr.skip(), note, session)
             return True
         strategy = "gradual unfreezing" if config.gradual_unfreeze else PRESET_LABELS[form.preset].split(":")[0].lower()
         on = "" if base is shared.encoder else f" with {base.config.model_name}"
