@@ -36,9 +36,9 @@ def build_app(shared: Shared | None = None) -> gr.Blocks:
         # Deep-copied for each visitor; Session.close runs when the session expires.
         session = gr.State(Session(), time_to_live=SESSION_HOURS * 3600, delete_callback=Session.close)
         gr.Markdown(HEADER, elem_id="header")
-        with gr.Tab("Embed & compare", id="embed"):
+        with gr.Tab("Compare", id="embed"):
             embed_tab.render(shared, demo)
-        with gr.Tab("Classify + sentiment", id="classify"):
+        with gr.Tab("Classify", id="classify"):
             classify = classify_tab.render(shared, session)
         with gr.Tab("Train", id="train"):
             train_tab.render(shared, session, classify, demo)

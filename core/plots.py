@@ -28,16 +28,25 @@ TASK_COLOURS = {"classification": "#4f46e5", "sentiment": "#ea580c", "total": "#
 TASK_NAMES = {"classification": "topic", "sentiment": "sentiment", "total": "total"}
 NEGATIVE, NEUTRAL, POSITIVE = "#dc2626", "#94a3b8", "#16a34a"
 PALETTE = ["#4f46e5", "#ea580c", "#16a34a", "#db2777", "#0891b2", "#ca8a04", "#7c3aed", "#dc2626", "#0d9488", "#64748b"]
-FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=13)
+FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", size=13, color="#334155")
+# One look for every figure, in light and in dark mode: the paper is transparent so the page's own
+# background shows through, and grid lines are a translucent slate that reads on white and on black.
+# The page's CSS (ui/style.py) lightens the text in dark mode; plotly cannot see the mode itself.
+GRID = "rgba(148, 163, 184, 0.35)"
+TEMPLATE = go.layout.Template(layout=dict(
+    font=FONT, paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(148, 163, 184, 0.07)",
+    xaxis=dict(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID, automargin=True),
+    yaxis=dict(gridcolor=GRID, zerolinecolor=GRID, linecolor=GRID, automargin=True),
+    hoverlabel=dict(font=dict(family=FONT["family"])),
+))
 
 
 def message_figure(message: str, height: int = 320) -> go.Figure:
     """An empty figure that shows ``message`` in its middle (placeholders and failures)."""
     fig = go.Figure()
-    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                       font=dict(size=15, color="#475569"))
-    fig.update_layout(height=height, xaxis=dict(visible=False), yaxis=dict(visible=False),
-                      margin=dict(l=20, r=20, t=20, b=20), plot_bgcolor="white", paper_bgcolor="white", font=FONT)
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=15))
+    fig.update_layout(template=TEMPLATE, height=height, xaxis=dict(visible=False), yaxis=dict(visible=False),
+                      margin=dict(l=20, r=20, t=20, b=20), plot_bgcolor="rgba(0,0,0,0)")
     return fig
 
 
@@ -117,21 +126,29 @@ def similarity_heatmap(sentences: Sequence[str], scores: np.ndarray, *, normaliz
     scores = np.asarray(scores, dtype=float)
     if scores.shape != (len(sentences), len(sentences)) or not len(sentences):
         raise ValueError(f"scores has shape {scores.shape}, expected ({len(sentences)}, {len(sentences)})")
-    labels = numbered_labels(sentences, 28)
-    full = [[f"{a}<br>{b}" for b in sentences] for a in sentences]
+    n = len(sentences)
+    # Legible at every size, down to a 390 px phone: the rows carry short numbered sentences, the columns
+    # only their numbers. Scores are written in the cells while there is room for them (up to 8 sentences,
+    # about 30 px a cell on a phone); past that the rows too carry only numbers (the map beside lists the
+    # sentences), the colour bar tells the scale and hover gives each score.
+    written = n <= 8
     fig = go.Figure(go.Heatmap(
-        z=scores.tolist(), x=labels, y=labels, customdata=full,  # lists, not typed arrays: any plotly.js reads them
+        z=scores.tolist(), x=[str(i) for i in range(1, n + 1)],
+        y=numbered_labels(sentences, 22) if written else [f"{i}." for i in range(1, n + 1)],
+        customdata=[[f"{a}<br>{b}" for b in sentences] for a in sentences],  # lists: any plotly.js reads them
         colorscale="Blues", zmin=0.0 if normalized else None, zmax=1.0 if normalized else None,
-        texttemplate="%{z:.2f}", textfont=dict(size=12),
+        texttemplate=("%{z:.2f}" if normalized else "%{z:.3g}") if written else "",
+        textfont=dict(size=12 if n <= 5 else 10), xgap=1, ygap=1, showscale=not written,
         hovertemplate="%{customdata}<br><b>score %{z:.3f}</b><extra></extra>",
-        colorbar=dict(title=dict(text="cosine" if normalized else "dot product", side="right"), thickness=14),
+        colorbar=dict(title=dict(text="cosine" if normalized else "dot product", side="right"), thickness=12),
     ))
-    size = max(360, min(720, 130 + 62 * len(sentences)))
     fig.update_layout(
-        title=dict(text="How alike are the sentences? (1 = same meaning)" if normalized
-                   else "Dot products of unnormalised vectors (no fixed scale)", x=0.01, font=dict(size=15)),
-        height=size, margin=dict(l=10, r=10, t=48, b=10), font=FONT, plot_bgcolor="white", paper_bgcolor="white",
-        yaxis=dict(autorange="reversed", automargin=True), xaxis=dict(tickangle=-35, automargin=True, side="bottom"),
+        title=dict(text="How alike? 1 = same meaning" if normalized
+                   else "Dot products (no fixed scale)", x=0.01, font=dict(size=15)),
+        height=max(320, min(760, 120 + 40 * n)), margin=dict(l=10, r=10, t=48, b=10), template=TEMPLATE,
+        plot_bgcolor="rgba(0,0,0,0)",  # "category": labels such as "3." must not be read as numbers
+        yaxis=dict(type="category", autorange="reversed", automargin=True, showgrid=False),
+        xaxis=dict(type="category", automargin=True, side="bottom", showgrid=False, title="sentence number", tickangle=0),
     )
     return fig
 
@@ -156,6 +173,31 @@ def pca_2d(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return coords, share
 
 
+_PLACES = {"top center": (0, 1), "bottom center": (0, -1), "middle right": (1, 0), "middle left": (-1, 0),
+           "top right": (1, 1), "top left": (-1, 1), "bottom right": (1, -1), "bottom left": (-1, -1)}
+
+
+def label_places(coords: np.ndarray, gap: float = 0.045) -> list[str]:
+    """A text position per point so that no two number labels land on each other (greedy, in order).
+
+    Coordinates are scaled to 0..1 on each axis; a label sits ``gap`` from its point in one of eight
+    directions, the first one whose spot is clear of every point and every label placed so far.
+    """
+    xy = np.asarray(coords, dtype=float)[:, :2]
+    span = np.ptp(xy, axis=0)
+    xy = (xy - xy.min(axis=0)) / np.where(span > 0, span, 1.0)
+    taken = [tuple(p) for p in xy]  # markers are obstacles too
+    places = []
+    for x, y in xy:
+        spots = {name: (x + dx * gap, y + dy * gap) for name, (dx, dy) in _PLACES.items()}
+        clear = [name for name, (sx, sy) in spots.items()
+                 if all(abs(sx - tx) >= gap or abs(sy - ty) >= gap * 0.8 for tx, ty in taken)]
+        name = clear[0] if clear else "top center"
+        places.append(name)
+        taken.append(spots[name])
+    return places
+
+
 @failsafe
 def sentence_map(sentences: Sequence[str], embeddings: np.ndarray) -> go.Figure:
     """A 2-D map of the sentences: PCA of their embeddings; close points mean similar vectors.
@@ -165,11 +207,12 @@ def sentence_map(sentences: Sequence[str], embeddings: np.ndarray) -> go.Figure:
     if len(sentences) != len(embeddings):
         raise ValueError(f"{len(sentences)} sentences but {len(embeddings)} embeddings")
     coords, share = pca_2d(embeddings)
+    places = label_places(coords)
     fig = go.Figure()
     for i, (sentence, label) in enumerate(zip(sentences, numbered_labels(sentences, 44))):
         fig.add_trace(go.Scatter(
             x=[float(coords[i, 0])], y=[float(coords[i, 1])], mode="markers+text", name=label, text=[str(i + 1)],
-            textposition="top center", textfont=dict(size=13, color="#1e293b"), customdata=[sentence],
+            textposition=places[i], textfont=dict(size=13), customdata=[sentence],
             hovertemplate="%{customdata}<extra></extra>",
             marker=dict(size=14, color=PALETTE[i % len(PALETTE)], line=dict(width=1.5, color="white")),
         ))
@@ -178,15 +221,13 @@ def sentence_map(sentences: Sequence[str], embeddings: np.ndarray) -> go.Figure:
         margin = 0.2 * (float(np.ptp(v)) or 1.0)
         return [float(v.min()) - margin, float(v.max()) + margin]
 
-    fig.update_layout(
-        title=dict(text="Map of the sentences (closer = more alike)", x=0.01, font=dict(size=15)),
-        height=max(420, 300 + 22 * len(sentences)), margin=dict(l=10, r=10, t=48, b=10), font=FONT,
-        plot_bgcolor="#f8fafc", paper_bgcolor="white",
-        legend=dict(orientation="h", yanchor="top", y=-0.12, xanchor="left", x=0, font=dict(size=12)),
-        xaxis=dict(title=f"direction 1 ({100 * share[0]:.0f}% of the spread)", range=span(coords[:, 0]),
-                   zeroline=False, showticklabels=False),
-        yaxis=dict(title=f"direction 2 ({100 * share[1]:.0f}%)", range=span(coords[:, 1]),
-                   zeroline=False, showticklabels=False),
+    fig.update_layout(  # no axis titles: on a phone they ran into the legend; the subtitle says what the axes are
+        title=dict(text=f"Closer = more alike<br><sup>the map's two directions keep {100 * share[:2].sum():.0f}% "
+                        "of the vectors' spread</sup>", x=0.01, font=dict(size=15)),
+        height=max(420, 300 + 22 * len(sentences)), margin=dict(l=10, r=10, t=56, b=10), template=TEMPLATE,
+        legend=dict(orientation="h", yanchor="top", y=-0.04, xanchor="left", x=0, font=dict(size=12)),
+        xaxis=dict(range=span(coords[:, 0]), zeroline=False, showticklabels=False),
+        yaxis=dict(range=span(coords[:, 1]), zeroline=False, showticklabels=False),
     )
     return fig
 
@@ -214,12 +255,12 @@ def prediction_figure(predictions: Sequence[Prediction], class_names: Sequence[s
     titles = []
     for p in predictions:
         for col in cols:
-            sentence = f"<b>{short_label(p.text, 60)}</b><br>" if col == cols[0] else ""  # the row's first title
+            sentence = f"<b>{short_label(p.text, 44)}</b><br>" if col == cols[0] else ""  # the row's first title
             if col == "topic":
                 titles.append(f"{sentence}topic: {p.label} ({100 * p.probabilities[p.label]:.0f}%)")
             else:
-                position = sentiment_position(p.sentiment, sentiment_range)
-                titles.append(f"{sentence}sentiment: {sentiment_word(p.sentiment, sentiment_range)} ({position:+.2f})")
+                position = sentiment_position(p.sentiment, sentiment_range)  # short: a phone gives it ~100 px
+                titles.append(f"{sentiment_word(p.sentiment, sentiment_range)} {position:+.2f}")
     fig = make_subplots(rows=len(predictions), cols=len(cols), subplot_titles=titles, horizontal_spacing=0.08,
                         vertical_spacing=0.5 / len(predictions), column_widths=[0.6, 0.4] if len(cols) == 2 else None)
     for row, p in enumerate(predictions, 1):
@@ -237,21 +278,20 @@ def prediction_figure(predictions: Sequence[Prediction], class_names: Sequence[s
             position = sentiment_position(p.sentiment, sentiment_range) if p.sentiment is not None else 0.0
             word = sentiment_word(p.sentiment, sentiment_range) if p.sentiment is not None else "none"
             fig.add_trace(go.Bar(x=[position], y=[""], orientation="h", marker_color=_sentiment_colour(word), width=0.5,
-                                 text=[f"{position:+.2f} {word}"], textposition="outside", cliponaxis=False,
                                  hovertemplate=f"sentiment {position:+.2f} ({word})<extra></extra>", showlegend=False),
                           row=row, col=col)
             for x0, x1, colour in ((-1.0, -0.2, NEGATIVE), (-0.2, 0.2, NEUTRAL), (0.2, 1.0, POSITIVE)):  # gauge bands
                 fig.add_vrect(x0=x0, x1=x1, fillcolor=colour, opacity=0.08, line_width=0, layer="below",
                               row=row, col=col)
-            fig.update_xaxes(range=[-1.35, 1.35], tickvals=[-1, 0, 1], ticktext=["−1 negative", "0", "+1 positive"],
-                             zeroline=True, zerolinecolor="#475569", zerolinewidth=2, showgrid=False, row=row, col=col)
+            fig.update_xaxes(range=[-1.35, 1.35], tickvals=[-1, 0, 1], ticktext=["−1", "0", "+1"],
+                             zeroline=True, zerolinecolor="#94a3b8", zerolinewidth=2, showgrid=False, row=row, col=col)
             fig.update_yaxes(showticklabels=False, row=row, col=col)
     for i, annotation in enumerate(fig.layout.annotations):  # subplot titles, row-major: align to each plot's left
         axis = fig.layout["xaxis" if i == 0 else f"xaxis{i + 1}"]
         annotation.update(font=dict(size=13), xanchor="left", align="left", x=axis.domain[0])
     per_row = 60 + 26 * max(len(class_names), 2) if has_topic else 150
-    fig.update_layout(height=80 + per_row * len(predictions), margin=dict(l=10, r=30, t=70, b=20), font=FONT,
-                      plot_bgcolor="white", paper_bgcolor="white", bargap=0.25)
+    fig.update_layout(height=80 + per_row * len(predictions), margin=dict(l=10, r=30, t=70, b=20),
+                      template=TEMPLATE, plot_bgcolor="rgba(0,0,0,0)", bargap=0.25)
     return fig
 
 
@@ -282,17 +322,19 @@ def loss_curves(curves: Curves, *, total_epochs: int | None = None) -> go.Figure
             ))
     if not fig.data:
         return message_figure("Press Start: the loss curves draw here while the model learns.", height=380)
-    return _curves_layout(fig, "Loss (lower is better)", "loss", 380, [0, total_epochs] if total_epochs else None)
+    return _curves_layout(fig, "Loss per epoch (lower is better)", 380, [0, total_epochs] if total_epochs else None)
 
 
-def _curves_layout(fig: go.Figure, title: str, y_title: str, height: int, x_range: list[float] | None = None) -> go.Figure:
-    """The look every curve plot shares: title top left, legend above, epochs along, loss from zero up."""
+def _curves_layout(fig: go.Figure, title: str, height: int, x_range: list[float] | None = None) -> go.Figure:
+    """The look every curve plot shares: title top left (it names the axes), legend below, loss from zero up.
+
+    No axis titles: on a phone they ran into the tick labels and the legend.
+    """
     fig.update_layout(
-        title=dict(text=title, x=0.01, font=dict(size=15)), height=height, font=FONT,
-        margin=dict(l=10, r=10, t=48, b=10), plot_bgcolor="#f8fafc", paper_bgcolor="white",
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
-        xaxis=dict(title="epoch", range=x_range, gridcolor="#e2e8f0"),
-        yaxis=dict(title=y_title, rangemode="tozero", gridcolor="#e2e8f0"),
+        title=dict(text=title, x=0.01, font=dict(size=15)), height=height, template=TEMPLATE,
+        margin=dict(l=10, r=10, t=48, b=10),
+        legend=dict(orientation="h", yanchor="top", y=-0.08, xanchor="left", x=0),
+        xaxis=dict(range=x_range), yaxis=dict(rangemode="tozero"),
     )
     return fig
 
@@ -316,9 +358,9 @@ def runs_figure(runs: Mapping[str, Sequence[tuple[float, float]]], *, active: st
         ))
     if not fig.data:
         return message_figure("Your runs appear here, one line each, so you can compare them.", height=300)
-    return _curves_layout(fig, "Your runs: held-out loss (lower is better)", "held-out loss", 340)
+    return _curves_layout(fig, "Held-out loss per epoch, lower is better", 340)
 
 
 __all__ = ["message_figure", "failsafe", "short_label", "numbered_labels", "similarity_word", "sentiment_word",
-           "sentiment_position", "similarity_heatmap", "pca_2d", "sentence_map", "prediction_figure", "loss_curves",
+           "sentiment_position", "similarity_heatmap", "pca_2d", "label_places", "sentence_map", "prediction_figure", "loss_curves",
            "runs_figure", "Curves"]

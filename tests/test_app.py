@@ -65,7 +65,7 @@ def test_compare_scores_a_sentence_with_itself_as_one_when_normalised(client):
     np.testing.assert_allclose(np.diag(scores), 1.0, atol=1e-5)
     np.testing.assert_allclose(scores, scores.T, atol=1e-6)
     assert scores[0, 1] == pytest.approx(1.0, abs=1e-5) and scores[0, 2] < 0.5
-    assert table["data"][0][2] == pytest.approx(1.0, abs=1e-4)  # ranked pairs: the identical pair first
+    assert table["data"][0][0] == pytest.approx(1.0, abs=1e-4)  # ranked pairs: the identical pair first
     assert "Most alike" in words and "Least alike" in words and "Interest rates rose again." in words
 
     raw = heatmap_scores(client.predict(text, "mean", False, api_name="/compare")[0])
@@ -104,7 +104,7 @@ def test_classify_gives_probabilities_that_sum_to_one_and_a_sentiment(client):
         assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
         assert -1.0 <= p["sentiment"] <= 1.0
     assert [p["label"] for p in predictions[:2]] == ["Sports", "Business"]
-    assert predictions[2]["sentiment"] > 0.2 and table["data"][2][4] == "positive"
+    assert predictions[2]["sentiment"] > 0.2 and table["data"][2][2].startswith("positive +")
     assert len([t for t in figure(plot)["data"] if t["type"] == "bar"]) == 6  # topic bars + sentiment bar per sentence
 
 
@@ -233,8 +233,23 @@ def test_plot_builders_turn_failures_into_a_message_figure():
     assert isinstance(broken, go.Figure) and not broken.data
     assert "Could not draw this plot" in broken.layout.annotations[0].text
     ok = plots.prediction_figure([Prediction("x", "A", {"A": 0.7, "B": 0.3}, -0.5)], ["A", "B"])
-    assert len(ok.data) == 2 and "negative" in ok.data[1].text[0]
+    assert len(ok.data) == 2 and "negative -0.50" in [a.text for a in ok.layout.annotations]
     assert "Press Start" in plots.loss_curves({}).layout.annotations[0].text
+
+
+def test_crowded_plots_stay_legible():
+    few = plots.similarity_heatmap(["a", "b", "c"], np.eye(3))  # room in each cell: the scores are written
+    assert few.data[0].texttemplate == "%{z:.2f}" and not few.data[0].showscale and few.data[0].y[0] == "1. a"
+    many = plots.similarity_heatmap([f"sentence {i}" for i in range(20)], np.eye(20))
+    assert many.data[0].texttemplate == "" and many.data[0].showscale and list(many.data[0].y[:2]) == ["1.", "2."]
+    assert many.layout.yaxis.type == "category"  # "1." is a label, not the number 1
+    # Three points on top of each other and one far away: the three numbers go three different ways.
+    places = plots.label_places(np.array([[0.0, 0.0], [0.01, 0.01], [0.02, 0.0], [1.0, 1.0]]))
+    assert len(set(places[:3])) == 3 and places[3] == "top center"
+    # Every figure draws on transparent paper, so the page's light or dark background shows through.
+    for drawn in (few, plots.sentence_map(["a", "b"], np.eye(2)), plots.loss_curves({}), plots.runs_figure({}),
+                   plots.prediction_figure([Prediction("x", "A", {"A": 1.0}, 0.1)], ["A"])):
+        assert drawn.layout.template.layout.paper_bgcolor == "rgba(0,0,0,0)" and drawn.layout.paper_bgcolor is None
 
 
 def test_words_for_scores():

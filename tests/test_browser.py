@@ -96,7 +96,7 @@ def test_a_visitor_clicks_through_all_four_tabs(page):
                                               "The train was late again.\nMy laptop will not start.")
     page.locator("#compare-btn").click()
     expect(page.locator("#pairs")).to_contain_text("“The weather is lovely today.” and “It is sunny and warm outside.”")
-    expect(page.locator("#heatmap")).to_contain_text("1. The weather is lovely today.")
+    expect(page.locator("#heatmap")).to_contain_text("1. The weather is lovely")  # cut to fit a phone
     assert page.evaluate(TRACE_TYPES_JS, "#heatmap") == ["heatmap"]
     expect(page.locator("#embed-info")).to_contain_text("384 numbers")
     expect(page.locator("#sentence-map")).to_contain_text("4. My laptop will not start.")
@@ -110,7 +110,7 @@ def test_a_visitor_clicks_through_all_four_tabs(page):
         shutil.copyfile(embed_shot, ROOT / "assets" / "screenshot.png")
 
     # Classify + sentiment with the shipped model.
-    open_tab(page, "Classify + sentiment")
+    open_tab(page, "Classify")
     expect(page.locator("#model-note")).to_contain_text("the shipped model")
     page.locator("#classify-text textarea").fill("The goalkeeper saved a penalty in the final minute.\n"
                                                  "The company's profits collapsed, a terrible quarter.")
@@ -161,7 +161,7 @@ def test_a_visitor_clicks_through_all_four_tabs(page):
     shot(page, "3-train")
 
     # The stopped run's model is now this visitor's model.
-    open_tab(page, "Classify + sentiment")
+    open_tab(page, "Classify")
     expect(page.locator("#model-note")).to_contain_text("your model")
     page.locator("#classify-btn").click()
     expect(page.locator("#classify-table")).to_contain_text("Sports")
@@ -201,7 +201,7 @@ def test_bad_input_shows_a_clear_message_and_the_page_keeps_working(page, tmp_pa
     expect(page.get_by_text("row 3, column 'sentiment'").first).to_be_visible()
     shot(page, "5-bad-input")
 
-    open_tab(page, "Embed & compare")
+    open_tab(page, "Compare")
     page.locator("#embed-text textarea").fill("Still working?\nYes, it still works.")
     page.locator("#compare-btn").click()
     expect(page.locator("#heatmap")).to_contain_text("2. Yes, it still works.")
@@ -233,7 +233,105 @@ def test_a_visitor_compares_three_strategies_and_uses_the_second(page):
     page.locator("#run-choice input").click()
     page.locator("ul[role=listbox] li", has_text="#2 ·").click()  # the second run: heads on the frozen encoder
     page.locator("#use-run-btn").click()
-    open_tab(page, "Classify + sentiment")
+    open_tab(page, "Classify")
     expect(page.locator("#model-note")).to_contain_text("run #2: encoder frozen")
     page.locator("#classify-btn").click()
     expect(page.locator("#classify-table")).to_contain_text("Sports")
+
+
+# -- every screen: a phone and a desktop, light and dark ---------------------------------------------
+
+LONG_SENTENCE = ("The committee published its long-awaited report on the regional economy this morning, " * 25)[:2000]
+TWENTY = "\n".join([LONG_SENTENCE] + [f"Sentence number {i} is about {topic}." for i, topic in
+                                      zip(range(2, 21), ["football", "shares", "rockets", "elections"] * 5)])
+KEY_COLUMNS = {"#classify-table": ["Topic", "Sentiment"], "#pairs-table": ["Score"],
+               "#metrics-table": ["Epoch"], "#runs-table": ["Run"]}
+
+FITS_JS = """keys => {
+  const vw = window.innerWidth, problems = [];
+  const wide = document.scrollingElement.scrollWidth;
+  if (wide > vw) problems.push(`the page is ${wide} px wide in a ${vw} px window`);
+  for (const [table, columns] of Object.entries(keys)) {
+    const el = document.querySelector(table);
+    if (!el || !el.offsetParent) continue;  // not on this tab, or in a closed accordion
+    for (const name of columns) {
+      const th = [...el.querySelectorAll('th')].find(h => h.innerText.trim() === name);
+      if (!th) continue;  // the column is not there yet (an empty table)
+      const r = th.getBoundingClientRect();
+      if (r.left < 0 || r.right > vw + 1) problems.push(`${table} column ${name} lies at ${Math.round(r.left)}..${Math.round(r.right)} px`);
+    }
+  }
+  return problems; }"""
+# Plots follow the mode: the paper is transparent over the page's own background, the text contrasts with it.
+PLOT_COLOURS_JS = """() => {
+  const rgba = c => { const m = (c.match(/[\\d.]+/g) || ['0', '0', '0', '0']).map(Number);
+                      return {l: (0.2126 * m[0] + 0.7152 * m[1] + 0.0722 * m[2]) / 255, a: m.length > 3 ? m[3] : 1}; };
+  const behind = el => { for (let e = el; e; e = e.parentElement) { const c = rgba(getComputedStyle(e).backgroundColor);
+                          if (c.a > 0.5) return c.l; } return 1; };
+  return [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.offsetParent).map(p => {
+    const svg = p.querySelector('svg.main-svg'), own = rgba(getComputedStyle(svg).backgroundColor);
+    const text = p.querySelector('.gtitle, .annotation-text, .xtick text');
+    return {plot: p.closest('[id]').id, paper: own.a > 0.5 ? own.l : behind(p.parentElement),
+            text: text ? rgba(getComputedStyle(text).fill).l : null}; }); }"""
+
+
+def _looks_right(page, scheme: str, where: str) -> None:
+    page.wait_for_timeout(600)  # plotly draws after the data lands
+    problems = page.evaluate(FITS_JS, KEY_COLUMNS)
+    for plot in page.evaluate(PLOT_COLOURS_JS):
+        dark_paper = plot["paper"] < 0.35
+        if dark_paper != (scheme == "dark"):
+            problems.append(f"{plot['plot']} has a {'dark' if dark_paper else 'light'} background in {scheme} mode")
+        if plot["text"] is not None and abs(plot["text"] - plot["paper"]) < 0.4:
+            problems.append(f"{plot['plot']}'s text does not stand out from its background ({plot})")
+    assert not problems, f"{where}: {problems}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("size", [(390, 844), (1440, 900)], ids=["phone", "desktop"])
+def test_every_tab_fits_the_screen_and_follows_the_mode_before_and_after_its_action(browser, server, size, scheme):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    context = browser.new_context(viewport={"width": size[0], "height": size[1]}, color_scheme=scheme)
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{server.url}?__theme={scheme}")
+    tag = f"{size[0]}-{scheme}"
+    try:
+        # Every tab's button is in view: none hides behind an overflow menu.
+        for name in ("Compare", "Classify", "Train", "Guide"):
+            expect(page.get_by_role("tab", name=name)).to_be_visible()
+
+        expect(page.locator("#heatmap .js-plotly-plot")).to_be_visible()
+        _looks_right(page, scheme, "Compare, on arrival")
+        page.locator("#embed-text textarea").fill(TWENTY)
+        page.locator("#compare-btn").click()
+        expect(page.locator("#pairs")).to_contain_text("Most alike")
+        expect(page.locator("#embed-info")).to_contain_text("Cut short")
+        page.get_by_text("All pairs, ranked").click()
+        expect(page.locator("#pairs-table")).to_contain_text("Score")
+        _looks_right(page, scheme, "Compare, 20 sentences with a 2,000-character one")
+        shot(page, f"fit-{tag}-compare")
+
+        open_tab(page, "Classify")
+        _looks_right(page, scheme, "Classify, before")
+        page.locator("#classify-text textarea").fill(TWENTY)
+        page.locator("#classify-btn").click()
+        expect(page.locator("#classify-table")).to_contain_text("Sentence number 2 ")  # a virtual table: rows in view
+        _looks_right(page, scheme, "Classify, 20 sentences with a 2,000-character one")
+        shot(page, f"fit-{tag}-classify")
+
+        open_tab(page, "Train")
+        _looks_right(page, scheme, "Train, before")
+        page.locator("#start-btn").click()
+        expect(page.locator("#train-status")).to_contain_text("Done")
+        _looks_right(page, scheme, "Train, after a run")
+        shot(page, f"fit-{tag}-train")
+
+        open_tab(page, "Guide")
+        _looks_right(page, scheme, "Guide")
+        shot(page, f"fit-{tag}-guide")
+    finally:
+        context.close()

@@ -1,4 +1,4 @@
-"""Classify + sentiment: per sentence the topic probabilities and the sentiment, with the visitor's model."""
+"""The Classify tab: per sentence the topic probabilities and the sentiment, with the visitor's model."""
 
 from __future__ import annotations
 
@@ -12,16 +12,13 @@ from core import plots
 
 from .inputs import bad_input, sentences, shown_in_page
 from .state import Session, Shared, model_note
+from .style import TABLE_CHARS
 
 EXAMPLE_CLASSIFY = """The striker scored twice as United won the cup final.
 Shares of the chip maker plunged after weak quarterly earnings.
 NASA's new telescope captured stunning images of a distant galaxy.
 Peace talks collapsed as the two governments traded bitter accusations."""
-CLASSIFY_COLUMNS = ["Sentence", "Topic", "Confidence", "Sentiment", "Reading"]
-
-
-def _shorten(text: str, width: int = 200) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
+CLASSIFY_COLUMNS = ["Sentence", "Topic", "Sentiment"]  # three, so a phone shows them all; the JSON has every number
 
 
 class ClassifyTab:
@@ -44,12 +41,11 @@ class ClassifyTab:
             predictions = model.predict(given.lines, precision=self.shared.precision)
             for i in given.cut:
                 predictions[i].truncated = True
-            scale, limit = model.heads_config.sentiment_range, model.encoder.max_length
-            rows = [(_shorten(p.text) + (f" ✂ (only its first {limit} tokens were read)" if p.truncated else ""),
-                     p.label or "—",
-                     f"{100 * p.probabilities[p.label]:.0f}%" if p.label else "—",
-                     f"{plots.sentiment_position(p.sentiment, scale):+.2f}" if p.sentiment is not None else "—",
-                     plots.sentiment_word(p.sentiment, scale) if p.sentiment is not None else "—")
+            scale = model.heads_config.sentiment_range
+            rows = [(("✂ " if p.truncated else "") + plots.short_label(p.text, 2000),  # the JSON holds it all
+                     f"{p.label} {100 * p.probabilities[p.label]:.0f}%" if p.label else "—",
+                     f"{plots.sentiment_word(p.sentiment, scale)} {plots.sentiment_position(p.sentiment, scale):+.2f}"
+                     if p.sentiment is not None else "—")
                     for p in predictions]
             figure = plots.prediction_figure(predictions, model.class_names, scale)
             return figure, pd.DataFrame(rows, columns=CLASSIFY_COLUMNS), [p.to_dict() for p in predictions]
@@ -82,8 +78,11 @@ def render(shared: Shared, session: gr.State) -> ClassifyParts:
     classify_text = gr.Textbox(EXAMPLE_CLASSIFY, lines=5, max_lines=20, label="Sentences, one per line",
                                elem_id="classify-text")
     classify_btn = gr.Button("Classify", variant="primary", elem_id="classify-btn")
-    classify_table = gr.Dataframe(pd.DataFrame(columns=CLASSIFY_COLUMNS), label="At a glance", interactive=False,
-                                  wrap=True, elem_id="classify-table")
+    classify_table = gr.Dataframe(
+        pd.DataFrame(columns=CLASSIFY_COLUMNS), interactive=False, wrap=True, elem_id="classify-table",
+        label=("At a glance (click a cut sentence to read it all; ✂ marks one longer than the model reads, "
+               f"{shared.encoder.max_length} tokens: only its start counted)"),
+        max_chars=TABLE_CHARS, column_widths=["50%", "25%", "25%"])
     classify_plot = gr.Plot(label="Topic probabilities and sentiment", elem_id="classify-plot")
     with gr.Accordion("Raw predictions (JSON)", open=False):
         classify_json = gr.JSON(label="Predictions")

@@ -1,7 +1,8 @@
-"""Embed & compare: sentences -> a similarity heat-map, the pairs in words, a 2-D map, the vectors."""
+"""The Compare tab: sentences -> a similarity heat-map, the pairs in words, a 2-D map, the vectors."""
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import gradio as gr
@@ -14,6 +15,7 @@ from core.metrics import ranked_pairs
 
 from .inputs import sentences, shown_in_page
 from .state import Shared
+from .style import TABLE_CHARS
 
 EXAMPLE_SENTENCES = """A man is playing a guitar.
 Someone is playing a musical instrument.
@@ -30,7 +32,7 @@ POOLING_HELP = {
     "weighted_mean": "later tokens count more",
     "last_token": "the final token only",
 }
-PAIR_COLUMNS = ["Sentence A", "Sentence B", "Score"]
+PAIR_COLUMNS = ["Score", "Sentence A", "Sentence B"]  # the score first: long sentences never push it away
 
 
 class EmbedTab:
@@ -78,9 +80,17 @@ class EmbedTab:
                 vectors = self._encoder(pooling, normalize).encode(lines, precision=self.shared.precision)
             scores = vectors @ vectors.T  # (N, N) dot products; cosine similarity when normalised
             pairs = ranked_pairs(scores)
-            table = pd.DataFrame([(lines[i], lines[j], round(s, 4)) for s, i, j in pairs], columns=PAIR_COLUMNS)
+            table = pd.DataFrame([(round(s, 4), lines[i], lines[j]) for s, i, j in pairs], columns=PAIR_COLUMNS)
             heatmap = plots.similarity_heatmap(lines, scores, normalized=bool(normalize))
             return heatmap, pairs_in_words(lines, pairs, bool(normalize)), table
+
+
+def quoted(text: str, width: int = 90) -> str:
+    """A sentence in quotes, cut to ``width`` characters; the whole of it shows on hover."""
+    short = plots.short_label(text, width)
+    if short == text:
+        return f"“{html.escape(text)}”"
+    return f"<span title=\"{html.escape(' '.join(text.split())[:2000])}\">“{html.escape(short)}”</span>"
 
 
 def pairs_in_words(lines: list[str], pairs: list[tuple[float, int, int]], normalize: bool) -> str:
@@ -90,7 +100,7 @@ def pairs_in_words(lines: list[str], pairs: list[tuple[float, int, int]], normal
 
     def pair(score: float, i: int, j: int) -> str:
         words = f", *{plots.similarity_word(score)}*" if normalize else ""
-        return f"“{lines[i]}” and “{lines[j]}”: **{score:.2f}**{words}"
+        return f"{quoted(lines[i])} and {quoted(lines[j])}: **{score:.2f}**{words}"
 
     if normalize:
         said = [f"**Most alike:** {pair(*pairs[0])}.", f"**Least alike:** {pair(*pairs[-1])}.",
@@ -121,7 +131,9 @@ def render(shared: Shared, demo: gr.Blocks) -> EmbedTab:
         sentence_map = gr.Plot(label="Map of the sentences", elem_id="sentence-map")
     embed_info = gr.Markdown(label="Embedding size and truncation", elem_id="embed-info")
     with gr.Accordion("All pairs, ranked", open=False):
-        pairs_table = gr.Dataframe(pd.DataFrame(columns=PAIR_COLUMNS), label="Pairs", interactive=False, wrap=True)
+        pairs_table = gr.Dataframe(pd.DataFrame(columns=PAIR_COLUMNS), label="Pairs (click a cut sentence to read it all)",
+                                   interactive=False, wrap=True, max_chars=TABLE_CHARS, elem_id="pairs-table",
+                                   column_widths=["24%", "38%", "38%"])
     with gr.Accordion("The vectors (JSON)", open=False):
         vectors_json = gr.JSON(label="Embeddings")
 

@@ -35,7 +35,7 @@ its **embedding** (here 384 numbers). The model that does this, the **encoder**,
 millions of sentence pairs so that sentences that *mean* similar things get similar numbers,
 even when they share no words: *“A cat is sleeping on the sofa”* lands next to *“The kitten
 naps on the couch”*. Think of every sentence as a point on a huge map; nearby points are close
-in meaning. The **Embed & compare** tab draws that map squashed to two dimensions.
+in meaning. The **Compare** tab draws that map squashed to two dimensions.
 
 ## Pooling: from many word vectors to one sentence vector
 
