@@ -22,7 +22,7 @@ from starlette.middleware import Middleware
 from ui import classify_tab, embed_tab, guide, train_tab
 from ui.fairness import Admission, UploadLimit
 from ui.state import Limits, Session, Shared, load_shared_models
-from ui.style import CSS, HEADER, THEME
+from ui.style import CSS, HEAD, HEADER, THEME
 
 logger = logging.getLogger("sentence_lab.app")
 SESSION_HOURS = 4  # a visitor's model lives this long after their last visit
@@ -81,7 +81,7 @@ def main() -> None:
     logger.info("models loaded in %.1f s", time.perf_counter() - started)
     # Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (Gradio reads them itself). Gradio
     # refuses bigger uploads itself (HTTP 413), before a handler sees them; the guards bound how often.
-    demo.launch(theme=THEME, css=CSS, show_error=True, footer_links=["api"],
+    demo.launch(theme=THEME, css=CSS, head=HEAD, show_error=True, footer_links=["api"],
                 max_file_size=shared.limits.max_upload_bytes, app_kwargs={"middleware": guards(demo, shared)})
 
 

@@ -78,6 +78,23 @@ def numbered_labels(sentences: Sequence[str], width: int = 30) -> list[str]:
 # -- words for numbers -------------------------------------------------------------------------
 
 
+def percent(share: float) -> str:
+    """A share as the app writes every percentage: one decimal, none when it is whole ("93.1%", "90%")."""
+    text = f"{100 * share:.1f}"
+    return (text[:-2] if text.endswith(".0") else text) + "%"
+
+
+# One line per figure the app shows, where it shows it and in the Guide: the same words everywhere.
+METRIC_HELP = {
+    "Accuracy": "the share of held-out sentences whose topic is right (100% best)",
+    "Macro-F1": "topic accuracy that counts every topic equally, so a rare topic the model misses pulls it "
+                "down (100% best)",
+    "MAE": "the mean absolute error, how far the sentiment is off on average on the −1…+1 scale (0 best)",
+    "Pearson": "whether the predicted sentiment rises and falls with the true one (1 best, 0 no relation)",
+    "Loss": "the number training makes smaller; compare it within one task, lower is better",
+}
+
+
 def similarity_word(score: float) -> str:
     """Plain words for a cosine similarity (normalised embeddings of all-MiniLM-L6-v2)."""
     if score >= 0.8:
@@ -362,5 +379,5 @@ def runs_figure(runs: Mapping[str, Sequence[tuple[float, float]]], *, active: st
 
 
 __all__ = ["message_figure", "failsafe", "short_label", "numbered_labels", "similarity_word", "sentiment_word",
-           "sentiment_position", "similarity_heatmap", "pca_2d", "label_places", "sentence_map", "prediction_figure", "loss_curves",
+           "sentiment_position", "percent", "METRIC_HELP", "similarity_heatmap", "pca_2d", "label_places", "sentence_map", "prediction_figure", "loss_curves",
            "runs_figure", "Curves"]

@@ -181,6 +181,27 @@ def test_bad_input_shows_a_clear_message_and_the_page_keeps_working(page, tmp_pa
     page.locator("#embed-text textarea").fill("   ")
     page.locator("#compare-btn").click()
     expect(page.get_by_text("Type at least one sentence (one per line).").first).to_be_visible()
+    # What answered the previous input is gone: nothing on screen seems to answer the refused one.
+    expect(page.locator("#heatmap")).to_contain_text("the last input was refused")
+    expect(page.locator("#sentence-map")).to_contain_text("the last input was refused")
+    expect(page.locator("#pairs")).not_to_contain_text("Most alike")
+    open_tab(page, "Classify")
+    page.locator("#classify-btn").click()
+    expect(page.locator("#classify-table")).to_contain_text("Sports")
+    page.locator("#classify-text textarea").fill("   ")
+    page.locator("#classify-btn").click()
+    expect(page.locator("#classify-plot")).to_contain_text("the last input was refused")
+    expect(page.locator("#classify-table")).not_to_contain_text("Sports")
+
+    # Gradio's "queue: 2/3 | 4.1/43.1s" reads as words in its place.
+    words = "text => window.sentenceLabQueueWords(text)"
+    assert page.evaluate(words, "queue: 2/3 | 4.1/43.1s") == "You are 2nd in line, about 39 s"
+    assert page.evaluate(words, "queue: 1/1 | 0.4s") == "You are next in line"
+    assert page.evaluate(words, "processing | 3.2/10.0s") == "Working… 3 s of about 10 s"
+    shown = page.evaluate("""() => { const el = document.createElement('div'); el.className = 'meta-text';
+        el.textContent = 'queue: 3/4 | 1.0/21.0s'; document.body.appendChild(el);
+        return new Promise(done => setTimeout(() => done(getComputedStyle(el, '::after').content), 300)); }""")
+    assert shown == '"You are 3rd in line, about 20 s"'
 
     open_tab(page, "Train")
     box = page.locator("#lr input")

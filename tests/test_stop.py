@@ -25,7 +25,7 @@ import pytest
 import torch
 from gradio_client import Client
 
-from core import folders
+from core import folders, plots
 from core.config import HeadsConfig
 from core.encoder import SentenceEncoder, state_checksum
 from core.model import MultiTaskModel
@@ -255,7 +255,7 @@ def test_everything_frozen_measures_the_model_in_use_and_keeps_it(lab):
     assert status.startswith("**Baseline:** nothing was trained") and session.model is None  # the shipped one stays
     _, val_set = TrainForm(size=60).data(lab.shared)[0].split(train_tab.VAL_FRACTION, seed=0)
     accuracy = evaluate(lab.shared.default_model, val_set)["accuracy"]
-    assert f"topic accuracy {100 * accuracy:.0f}%" in status
+    assert f"topic accuracy {plots.percent(accuracy)}" in status
 
 
 def test_a_head_frozen_run_starts_from_the_model_in_use_and_keeps_that_head(lab):

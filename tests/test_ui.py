@@ -83,8 +83,8 @@ def test_the_status_says_where_its_figures_come_from_and_when_they_are_rough():
     assert "topic accuracy 90% on the held-out rows." in words({"accuracy": 0.9, "n_classification": 200})
     assert "rough" not in words({"accuracy": 0.9, "n_classification": 200})
     assert "Only 4 rows were held out, so take these figures as rough." in words({"accuracy": 0.75, "n_classification": 4})
-    cv = words({"accuracy": 0.71, "n_classification": 24}, "leave-one-out cross-validation over all 24 rows")
-    assert "topic accuracy 71% by leave-one-out cross-validation over all 24 rows" in cv and "Best epoch" not in cv
+    cv = words({"accuracy": 17 / 24, "n_classification": 24}, "leave-one-out cross-validation over all 24 rows")
+    assert "topic accuracy 70.8% by leave-one-out cross-validation over all 24 rows" in cv and "Best epoch" not in cv
     weak = barely_learned({"accuracy": 0.3}, 4, "leave-one-out cross-validation over all 24 rows")
     assert weak.startswith("<br>**It barely learned:** on leave-one-out cross-validation over all 24 rows its topic")
 

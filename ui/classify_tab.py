@@ -12,7 +12,7 @@ from core import plots
 
 from .inputs import bad_input, sentences, shown_in_page
 from .state import Session, Shared, model_note
-from .style import TABLE_CHARS
+from .style import REFUSED, TABLE_CHARS
 
 EXAMPLE_CLASSIFY = """The striker scored twice as United won the cup final.
 Shares of the chip maker plunged after weak quarterly earnings.
@@ -91,5 +91,8 @@ def render(shared: Shared, session: gr.State) -> ClassifyParts:
                        [classify_plot, classify_table, classify_json], api_name="classify",
                        show_progress_on=[classify_table])
     classified.success(tab.note, session, note, api_visibility="private", queue=False, show_progress="hidden")
+    classified.failure(lambda: (plots.message_figure(REFUSED), pd.DataFrame(columns=CLASSIFY_COLUMNS), None), None,
+                       [classify_plot, classify_table, classify_json], api_visibility="private", queue=False,
+                       show_progress="hidden")  # nothing on screen answers the refused input
     back = default_btn.click(tab.use_default_model, session, [note, session], api_visibility="private")
     return ClassifyParts(model_note=note, default_btn=default_btn, back_to_shipped=back)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from core.plots import METRIC_HELP
+
 TASK3 = Path(__file__).resolve().parent.parent / "docs" / "task3.md"
 FREEZING_HEADING = "## Which parts to freeze"
 
@@ -117,7 +119,30 @@ visitors: you are told so at your next click, the shipped model answers again, a
 trained only the heads are still there.
 """
 
-GUIDE = INTRO + "\n\n" + doc_section(TASK3, FREEZING_HEADING) + SETTINGS
+WORDS = """
+## Words you will see
+
+""" + "\n".join(f"- **{name}**: {words}." for name, words in {
+    **METRIC_HELP,
+    "Precision and recall (per topic)": "of the sentences the model called Sports, the share that were Sports; "
+                                        "of the real Sports sentences, the share it found",
+    "Confusion matrix": "a table of true topic (rows) against predicted topic (columns): the cells off the "
+                        "diagonal are the mistakes, and which topics get mixed up",
+    "Held-out rows (Val)": "rows kept aside and never trained on, so the scores say how the model does on "
+                           "sentences it has not seen",
+    "Heads": "the small layers on top of the encoder that turn a sentence vector into a topic or a sentiment",
+    "Learning rate (LR)": "the size of each correction during training; layer-wise LR decay gives the lower "
+                          "encoder layers smaller ones",
+    "Tokens": "the pieces of words the encoder reads; it reads the first 256 of a text, about 190 words",
+    "bf16": "16-bit numbers this processor handles natively; the app uses them only where every vector stays "
+            "within 0.001 cosine of exact 32-bit",
+    "AG News": "English news headlines and their first lines in four topics (World, Sports, Business, "
+               "Sci/Tech); the shipped topic head learnt from 5,404 of them",
+    "SST": "the Stanford Sentiment Treebank, English movie-review sentences scored by people: what the shipped "
+           "sentiment head learnt from",
+}.items()) + "\n"
+
+GUIDE = INTRO + "\n\n" + doc_section(TASK3, FREEZING_HEADING) + SETTINGS + WORDS
 
 
 def render() -> None:

@@ -433,5 +433,6 @@ def model_note(session: Session, default_model: MultiTaskModel | None) -> str:
     if session.model is not None:
         who = f"**your model**, {session.about}"
     else:
-        who = "**the shipped model** (AG News topics, SST sentiment)"
+        who = ("**the shipped model** (topics learnt from AG News, English news headlines; sentiment from SST, "
+               "English movie-review sentences)")
     return f"Model in use: {who}.<br>Topics: {topics} · {mood}."

@@ -65,6 +65,18 @@ DATA_SHOWN = 40  # characters of a run's data name in the runs table (the Run li
 METRIC_COLUMNS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "mae": "MAE", "pearson": "Pearson"}  # validation
 
 
+PERCENT_COLUMNS = ("Accuracy", "Macro-F1")
+METRIC_NOTE = "<small>" + " · ".join(f"**{name}**: {words}" for name, words in plots.METRIC_HELP.items()) + "</small>"
+
+
+def shown(table: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy and macro-F1 as percentages, written as the status line writes them."""
+    for column in PERCENT_COLUMNS:
+        if column in table:
+            table[column] = [plots.percent(v) if pd.notna(v) else "" for v in table[column]]
+    return table
+
+
 def _count(n: int) -> str:
     return f"{n / 1e6:.1f} M" if n >= 1_000_000 else f"{n:,}"
 
@@ -114,7 +126,7 @@ class RunLog:
                 self.rows[-1] |= row
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows).round(4) if self.rows else pd.DataFrame(columns=["Epoch"])
+        return shown(pd.DataFrame(self.rows).round(4)) if self.rows else pd.DataFrame(columns=["Epoch"])
 
     def figure(self) -> Any:
         return plots.loss_curves(self.curves, total_epochs=self.total_epochs)
@@ -134,7 +146,7 @@ class RunLog:
 def _scores(metrics: dict[str, float]) -> list[str]:
     scores = []
     if "accuracy" in metrics:
-        scores.append(f"topic accuracy {100 * metrics['accuracy']:.0f}%")
+        scores.append(f"topic accuracy {plots.percent(metrics['accuracy'])}")
     if "mae" in metrics:
         scores.append(f"sentiment off by {metrics['mae']:.2f} on average")
     return scores
@@ -263,7 +275,8 @@ class TrainTab:
                      "epochs, learning rate and batch size do not matter here.")
         (enc, enc_total), head, mood = (report.parts[k] for k in ("encoder", "classification_head", "sentiment_head"))
         detail = (f"encoder {_count(enc)} of {_count(enc_total)} · topic head {_count(head[0])} · "
-                  f"sentiment head {_count(mood[0])}")
+                  f"sentiment head {_count(mood[0])} (heads: the small layers on the encoder that turn a sentence "
+                  "vector into a topic or a sentiment)")
         return described, f"{text}<br><small>{detail}</small>"
 
     def train(self, session: Session, request: gr.Request = None, **form: Any) -> Iterator[tuple[Any, ...]]:
@@ -438,7 +451,7 @@ class TrainTab:
                 | {label: round(r.metrics[key], 4) for key, label in METRIC_COLUMNS.items() if key in r.metrics}
                 | {"In use": " ".join(m for m, on in (("✓", r.number == session.active_run), ("pinned", r.pinned)) if on)}
                 for r in session.runs]
-        table = pd.DataFrame(rows, columns=RUN_COLUMNS) if rows else pd.DataFrame(columns=RUN_COLUMNS)
+        table = shown(pd.DataFrame(rows, columns=RUN_COLUMNS)) if rows else pd.DataFrame(columns=RUN_COLUMNS)
         active = next((r.name for r in session.runs if r.number == session.active_run), None)
         figure = plots.runs_figure({r.name: r.curve for r in session.runs}, active=active)
         choices = [(f"#{r.number} · {r.strategy} · {r.data}", r.number) for r in reversed(session.runs)]
@@ -495,8 +508,8 @@ def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.
                         elem_id="preset-help")
             gradual = gr.Checkbox(False, label="Gradual unfreezing: open one more encoder layer each epoch",
                                   elem_id="gradual")
-            lr_decay = gr.Slider(0.5, 1.0, value=1.0, step=0.05, label="Layer-wise LR decay (1.0 = off)",
-                                 elem_id="lr-decay")
+            lr_decay = gr.Slider(0.5, 1.0, value=1.0, step=0.05, elem_id="lr-decay",
+                                 label="Layer-wise learning-rate decay: lower layers learn slower (1.0 = off)")
             params_md = gr.Markdown(elem_id="param-count")
         with gr.Column():
             gr.Markdown("### 3 · How long, how fast")
@@ -523,10 +536,12 @@ def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.
     metrics_table = gr.Dataframe(pd.DataFrame(columns=["Epoch"]), interactive=False, elem_id="metrics-table",
                                  label="Per epoch: losses on training and held-out (Val) rows; topic accuracy "
                                        "and macro-F1, sentiment MAE and Pearson on the held-out rows")
+    gr.Markdown(METRIC_NOTE, elem_id="metric-note")
     with gr.Accordion("Your runs: compare them, use any one again", open=True):
         runs_plot = gr.Plot(plots.runs_figure({}), label="Held-out loss of each run", elem_id="runs-plot")
         runs_table = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), interactive=False, elem_id="runs-table",
-                                  label=f"Each run's held-out figures (this page keeps your last {MAX_RUNS})")
+                                  label=f"Each run's held-out figures (this page keeps your last {MAX_RUNS}); "
+                                        "the words under the table above say what each one means")
         with gr.Row():
             run_choice = gr.Dropdown([], value=None, label="Run", elem_id="run-choice", scale=3)
             use_run_btn = gr.Button("Use this run", variant="secondary", elem_id="use-run-btn", scale=1)
