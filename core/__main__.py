@@ -62,9 +62,34 @@ def cmd_embed(args: argparse.Namespace) -> Any:
 def cmd_predict(args: argparse.Namespace) -> Any:
     from .model import MultiTaskModel
 
+    if args.csv or args.out or args.text_column:
+        return _predict_csv(args)
     texts = _texts(args)
     model = MultiTaskModel.load(_model_dir(args), trust_base_path=args.trust_base_path)
     return [p.to_dict() for p in model.predict(texts, batch_size=args.batch_size, show_progress_bar=not args.quiet)]
+
+
+def _predict_csv(args: argparse.Namespace) -> dict[str, Any]:
+    """predict --csv IN --out OUT: every row of a CSV scored, streamed into another CSV."""
+    from tqdm.auto import tqdm
+
+    from .model import MultiTaskModel
+    from .scoring import check_out, scan_csv, score_csv
+
+    if not args.csv:
+        raise ConfigError("--out and --text-column go with --csv FILE, the CSV to score")
+    if args.texts or args.file:
+        raise ConfigError("give sentences as arguments or --file, or a CSV to score as --csv, not both")
+    if not args.out:
+        raise ConfigError("--csv needs --out FILE.csv, the file to write the scored rows to")
+    check_out(args.out, args.csv)  # before the model: a bad file or place to write is told at once
+    rows = scan_csv(args.csv, text_column=args.text_column).rows
+    model = MultiTaskModel.load(_model_dir(args), trust_base_path=args.trust_base_path)
+    with tqdm(total=rows, desc="Scoring", unit="row", disable=args.quiet, file=sys.stderr) as bar:
+        summary = score_csv(model, args.csv, args.out, text_column=args.text_column, batch_size=args.batch_size,
+                            progress=lambda done, total: bar.update(done - bar.n))
+    return {"csv": str(args.csv), "out": str(summary.out), "rows": summary.rows, "scored": summary.scored,
+            "blank": summary.blank, "truncated": summary.truncated, "columns_added": summary.columns_added}
 
 
 def cmd_train(args: argparse.Namespace) -> Any:
@@ -146,10 +171,11 @@ def cmd_evaluate(args: argparse.Namespace) -> Any:
     model = MultiTaskModel.load(folder, trust_base_path=args.trust_base_path)
     if args.data_sentiment_range:
         data = data.rescale_sentiment(tuple(args.data_sentiment_range), model.heads_config.sentiment_range)
-    metrics = evaluate(model, data, batch_size=args.batch_size, show_progress_bar=not args.quiet)
+    metrics = evaluate(model, data, batch_size=args.batch_size, show_progress_bar=not args.quiet, breakdown=True)
     if args.record:  # keep the figures with the model: its config.json says what it reaches
         name = " + ".join(f"{Path(c).parent.name}/{Path(c).name}" for c in args.csv)
-        model.record.add_test_metrics(name, _finite(metrics))
+        scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}  # what the model card shows
+        model.record.add_test_metrics(name, _finite(scalars))
         model.save(folder)
     return metrics
 
@@ -231,6 +257,10 @@ def _print_human(command: str, result: Any) -> None:
             print(f"[{i}] dim={result['dim']} " + " ".join(f"{v:+.4f}" for v in row[:6]) + " ...")
         if result["truncated"]:
             print(f"truncated inputs: {result['truncated']}")
+    elif command == "predict" and isinstance(result, dict):  # --csv: the summary
+        skipped = f", {result['blank']:,} blank left unscored" if result["blank"] else ""
+        print(f"scored {result['scored']:,} of {result['rows']:,} rows{skipped} ({result['truncated']:,} truncated) "
+              f"into {result['out']}; added {', '.join(result['columns_added'])}")
     elif command == "predict":
         for p in result:
             parts = [f"{p['label']} ({p['probabilities'][p['label']]:.2f})" if p["label"] else None,
@@ -243,9 +273,27 @@ def _print_human(command: str, result: Any) -> None:
             print(f"  measured on {result['measured_on']}")
         for k, v in result["metrics"].items():
             print(f"  validation {k}: {v:.4f}" if isinstance(v, float) else f"  validation {k}: {v}")
+    elif command == "evaluate":
+        for k, v in result.items():
+            if not isinstance(v, dict):
+                print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+        if "per_class" in result:
+            _print_breakdown(result["per_class"], result["confusion"])
     else:
         for k, v in result.items():
             print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+
+
+def _print_breakdown(per_class: dict[str, dict[str, Any]], confusion: dict[str, Any]) -> None:
+    """evaluate's per-class table and confusion matrix (rows: true class, columns: predicted)."""
+    width = max(12, *(len(c) + 2 for c in confusion["classes"]))
+    print(f"\n{'class':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
+    for name, m in per_class.items():
+        print(f"{name:<{width}}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{m['support']:>10}")
+    print("\nconfusion (rows: true, columns: predicted)")
+    print(" " * width + "".join(f"{c:>{width}}" for c in confusion["classes"]))
+    for name, row in zip(confusion["classes"], confusion["matrix"]):
+        print(f"{name:<{width}}" + "".join(f"{n:>{width}}" for n in row))
 
 
 def _trust_flag(p: argparse.ArgumentParser) -> None:
@@ -271,10 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True, help="L2-normalise (default on)")
     common(p)
 
-    p = sub.add_parser("predict", help="topic and sentiment of sentences")
+    p = sub.add_parser("predict", help="topic and sentiment of sentences, or of every row of a CSV")
     _trust_flag(p)
     p.add_argument("texts", nargs="*")
     p.add_argument("--file", help="a text file, one sentence per line")
+    p.add_argument("--csv", help="a CSV to score row by row (streamed); needs --out")
+    p.add_argument("--out", help="with --csv: the CSV to write, its columns followed by the model's answers")
+    p.add_argument("--text-column", help="with --csv: the column to score (default: 'text' or 'sentence', "
+                                         "else the only column)")
     p.add_argument("--model", help="saved model folder (default: the shipped heads)")
     common(p)
 

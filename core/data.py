@@ -38,10 +38,10 @@ __all__ = ["DataError", "Example", "Batch", "MultiTaskDataset", "collate", "read
 TEXT, LABEL, SENTIMENT = "text", "label", "sentiment"
 MAX_ERRORS_SHOWN = DataError.MAX_SHOWN
 # Files that are not CSV text although people name them .csv: their first bytes, and what they are.
-_NOT_CSV = {b"PK\x03\x04": "a zip archive or an Excel .xlsx workbook", b"\xd0\xcf\x11\xe0": "an old Excel .xls workbook",
+NOT_CSV = {b"PK\x03\x04": "a zip archive or an Excel .xlsx workbook", b"\xd0\xcf\x11\xe0": "an old Excel .xls workbook",
             b"%PDF": "a PDF document", b"\xff\xfe": "UTF-16 text", b"\xfe\xff": "UTF-16 text"}
 # A last line put after the file's own: a cell that takes it in opened a quote that the file never closes.
-_END = "\ufffe\uffffend of the file\uffff\ufffe"
+END_OF_FILE = "\ufffe\uffffend of the file\uffff\ufffe"
 
 
 @dataclass(frozen=True)
@@ -215,11 +215,31 @@ def read_csv(source: str | os.PathLike | io.TextIOBase, *, name: str | None = No
     if not text.strip("\ufeff \t\r\n"):
         raise DataError(name, ["the file is empty; expected a header row with a 'text' column"])
     lines = io.StringIO(text.lstrip("\ufeff"), newline="")  # newline="": the csv module sees every line ending as it is
-    reader = csv.reader(itertools.chain(lines, [_END]))
+    reader = csv.reader(itertools.chain(lines, [END_OF_FILE]))
     try:
         return _read_records(reader, name, max_rows)
     except csv.Error as exc:  # e.g. a cell longer than the csv module's field limit (131,072 characters)
         raise DataError(name, [f"row {reader.line_num}: cannot be read as CSV ({exc})"]) from None
+
+
+def check_regular_file(path: Path, name: str) -> None:
+    """Refuse, before any read, what is not a regular file: a folder, a pipe, a socket or a device
+    (``/dev/zero`` would be read forever)."""
+    if not path.is_file():
+        if not path.exists():
+            raise DataError(name, ["file not found"])
+        mode = path.stat().st_mode
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else
+                "a socket" if stat.S_ISSOCK(mode) else "a device")
+        raise DataError(name, [f"this is {kind}, not a regular file; give the path of a file"])
+
+
+def not_text(head: bytes) -> str | None:
+    """What a file's first bytes say it is when it is not UTF-8 text (a workbook, a PDF, UTF-16), else None."""
+    kind = next((what for magic, what in NOT_CSV.items() if head.startswith(magic)), None)
+    if kind is None and head.count(0) > len(head) // 4:  # "t\0e\0x\0t\0": UTF-16 saved without a byte-order mark
+        kind = "UTF-16 text or binary data (it is full of NUL bytes)"
+    return kind
 
 
 def read_text_file(path: str | os.PathLike, name: str, *, unit: str = "row", expected: str = "UTF-8 text",
@@ -231,18 +251,9 @@ def read_text_file(path: str | os.PathLike, name: str, *, unit: str = "row", exp
     ("row" or "line") they are on, counting \\n, \\r\\n and \\r as line ends.
     """
     path = Path(path)
-    if not path.is_file():
-        if not path.exists():
-            raise DataError(name, ["file not found"])
-        mode = path.stat().st_mode
-        kind = ("a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else
-                "a socket" if stat.S_ISSOCK(mode) else "a device")
-        raise DataError(name, [f"this is {kind}, not a regular file; give the path of a file"])
+    check_regular_file(path, name)
     raw = path.read_bytes()
-    head = raw[:4096]
-    kind = next((what for magic, what in _NOT_CSV.items() if raw.startswith(magic)), None)
-    if kind is None and head.count(0) > len(head) // 4:  # "t\0e\0x\0t\0": UTF-16 saved without a byte-order mark
-        kind = "UTF-16 text or binary data (it is full of NUL bytes)"
+    kind = not_text(raw[:4096])
     if kind:
         raise DataError(name, [f"this is {kind}, not {expected}: save it as {save_as}"])
     try:
@@ -253,7 +264,7 @@ def read_text_file(path: str | os.PathLike, name: str, *, unit: str = "row", exp
                                "save the file as UTF-8"]) from None
 
 
-def _shown(header: list[str]) -> str:
+def shown_header(header: list[str]) -> str:
     """The header as found, cut short: a binary file read as CSV has one enormous 'column'."""
     cells = [h if len(h) <= 40 else h[:40] + "…" for h in header[:12]]
     return repr(cells)[:-1] + (", …]" if len(header) > 12 else "]")
@@ -261,10 +272,10 @@ def _shown(header: list[str]) -> str:
 
 def _read_records(reader: Iterable[list[str]], name: str, max_rows: int | None) -> MultiTaskDataset:
     header = next(iter(reader), None)
-    if header in (None, [_END]):
+    if header in (None, [END_OF_FILE]):
         raise DataError(name, ["the file is empty; expected a header row with a 'text' column"])
-    if any(_END in h for h in header):
-        raise DataError(name, [_unclosed_quote("row 1")])
+    if any(END_OF_FILE in h for h in header):
+        raise DataError(name, [unclosed_quote("row 1")])
     if not any(h.strip() for h in header):
         raise DataError(name, ["row 1: the header row has no column names; expected a 'text' column"])
     columns = [h.strip().lower() for h in header]
@@ -275,18 +286,18 @@ def _read_records(reader: Iterable[list[str]], name: str, max_rows: int | None) 
         hint = ""
         if len(header) == 1 and any(sep in header[0] for sep in ";\t|:"):
             hint = " (the file seems to use another delimiter; use commas)"
-        raise DataError(name, [f"row 1: no 'text' column{hint}; found {_shown(header)}"])
+        raise DataError(name, [f"row 1: no 'text' column{hint}; found {shown_header(header)}"])
     if LABEL not in columns and SENTIMENT not in columns:
-        raise DataError(name, [f"row 1: needs a 'label' or a 'sentiment' column (or both); found {_shown(header)}"])
+        raise DataError(name, [f"row 1: needs a 'label' or a 'sentiment' column (or both); found {shown_header(header)}"])
     col = {c: columns.index(c) for c in (TEXT, LABEL, SENTIMENT) if c in columns}
 
     texts, labels, sentiments, rows, problems = [], [], [], [], []
     for number, record in enumerate(reader, start=2):  # counted in records: a quoted cell may span lines
         row = f"row {number}"
-        if record == [_END]:
+        if record == [END_OF_FILE]:
             break
-        if any(_END in cell for cell in record):  # the file ended inside this row's quoted cell
-            problems.append(_unclosed_quote(row))
+        if any(END_OF_FILE in cell for cell in record):  # the file ended inside this row's quoted cell
+            problems.append(unclosed_quote(row))
             break
         if max_rows is not None and len(texts) >= max_rows and any(cell.strip() for cell in record):
             raise DataError(name, [f"more than {max_rows:,} data rows; the limit here is {max_rows:,}"])
@@ -327,7 +338,7 @@ def _read_records(reader: Iterable[list[str]], name: str, max_rows: int | None) 
     return MultiTaskDataset(texts, labels, sentiments, rows)
 
 
-def _unclosed_quote(row: str) -> str:
+def unclosed_quote(row: str) -> str:
     return (f"{row} opens a quote (\") that is never closed, so the rest of the file was read as one cell; "
             "close the quote, or write a quote inside a text as two (\"\")")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 
@@ -21,6 +23,39 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None = N
         fn = np.sum((y_pred != c) & (y_true == c))
         scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
     return float(np.mean(scores)) if scores else float("nan")
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> list[list[int]]:
+    """(num_classes, num_classes) counts: row = true class, column = predicted class."""
+    y_true, y_pred = np.asarray(y_true, int).ravel(), np.asarray(y_pred, int).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true and y_pred differ in length: {y_true.size}, {y_pred.size}")
+    outside = np.r_[y_true, y_pred]
+    outside = outside[(outside < 0) | (outside >= num_classes)]
+    if outside.size:
+        raise ValueError(f"class index {int(outside[0])} is outside 0..{num_classes - 1}")
+    counts = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes).tolist()
+
+
+def per_class(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> dict[str, dict[str, float | int]]:
+    """Precision, recall, F1 and support (rows whose true class it is) of each class, by name.
+
+    Labels are indices into ``class_names``. A class never predicted has precision 0.0, one with no
+    rows recall 0.0, and F1 is 0.0 whenever nothing of the class is right (as scikit-learn with
+    ``zero_division=0``, and as ``macro_f1``).
+    """
+    n = len(class_names)
+    matrix = np.array(confusion(y_true, y_pred, n), dtype=np.int64).reshape(n, n)
+    tp, predicted, support = np.diag(matrix), matrix.sum(axis=0), matrix.sum(axis=1)
+    result = {}
+    for c, name in enumerate(class_names):
+        precision = tp[c] / predicted[c] if predicted[c] else 0.0
+        recall = tp[c] / support[c] if support[c] else 0.0
+        f1 = 2 * tp[c] / (predicted[c] + support[c]) if tp[c] else 0.0  # = 2PR / (P + R)
+        result[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                        "support": int(support[c])}
+    return result
 
 
 def mse(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -212,14 +212,30 @@ def task_metrics(model: MultiTaskModel, logits: torch.Tensor | None, scores: tor
     return metrics
 
 
-def evaluate(model: MultiTaskModel, data: MultiTaskDataset, batch_size: int = 64, show_progress_bar: bool = False) -> dict[str, float]:
-    """All per-task metrics of a model on a dataset; a task with no rows in the data is left out."""
+def evaluate(model: MultiTaskModel, data: MultiTaskDataset, batch_size: int = 64, show_progress_bar: bool = False,
+             *, breakdown: bool = False) -> dict[str, Any]:
+    """All per-task metrics of a model on a dataset; a task with no rows in the data is left out.
+
+    With ``breakdown``, topic classification also gives ``per_class`` ({class name: precision,
+    recall, f1, support}) and ``confusion`` ({"classes": [...], "matrix": rows = true class,
+    columns = predicted}); without it every value is a number, as ``task_metrics`` gives them.
+    """
+    from .metrics import confusion, per_class
+
     tasks = tuple(t for t in data.tasks if t in model.tasks)
     labels = data.label_ids(model.class_names) if "classification" in tasks else torch.full((len(data),), IGNORE_LABEL)
     out = model.predict_tensors(data.texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
     device = out.embeddings.device
-    return task_metrics(model, out.logits if "classification" in tasks else None,
-                        out.sentiment if "sentiment" in tasks else None, labels.to(device), data.sentiment_targets().to(device))
+    metrics: dict[str, Any] = task_metrics(model, out.logits if "classification" in tasks else None,
+                                           out.sentiment if "sentiment" in tasks else None, labels.to(device),
+                                           data.sentiment_targets().to(device))
+    labelled = labels != IGNORE_LABEL
+    if breakdown and "classification" in tasks and labelled.any():
+        y_true, y_pred = labels[labelled].numpy(), out.logits[labelled.to(device)].argmax(-1).cpu().numpy()
+        names = model.class_names
+        metrics["per_class"] = per_class(y_true, y_pred, names)
+        metrics["confusion"] = {"classes": names, "matrix": confusion(y_true, y_pred, len(names))}
+    return metrics
 
 
 # -- the loop ---------------------------------------------------------------------------------

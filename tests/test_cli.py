@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -279,6 +280,106 @@ def test_a_file_that_cannot_be_read_is_named_before_any_model_loads(args, messag
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
     assert re.search(message, err.removeprefix("error: ")), err
     assert not (tmp_path / "m").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tiny_encoder_dir, tmp_path_factory):
+    """A saved tiny model (three topics and sentiment) whose base encoder loads by name."""
+    from core.encoder import SentenceEncoder
+    from core.model import HeadsConfig, MultiTaskModel
+
+    encoder = SentenceEncoder.from_pretrained(str(tiny_encoder_dir), max_length=64)
+    torch.manual_seed(0)
+    model = MultiTaskModel(encoder, HeadsConfig(class_names=["Business", "Sci/Tech", "Sports"]))
+    return model.save(tmp_path_factory.mktemp("cli") / "tiny")
+
+
+def test_predict_csv_writes_every_row_scored_and_says_what_it_did(tiny_model_dir, tmp_path, capsys):
+    import csv
+
+    from core.__main__ import main
+    from core.model import MultiTaskModel
+
+    src = tmp_path / "reviews.csv"
+    src.write_text("id,review\n1,The striker scored twice.\n2,\n3,Shares fell sharply.\n")
+    out = tmp_path / "scored.csv"
+    assert main(["predict", "--model", str(tiny_model_dir), "--csv", str(src), "--out", str(out),
+                 "--text-column", "Review", "--json", "--quiet"]) == 0
+    added = ["topic", "topic_confidence", "p_Business", "p_Sci/Tech", "p_Sports", "sentiment", "truncated"]
+    assert json.loads(capsys.readouterr().out) == {"csv": str(src), "out": str(out), "rows": 3, "scored": 2, "blank": 1,
+                                                   "truncated": 0, "columns_added": added}
+    header, *rows = list(csv.reader(out.open(newline="")))
+    assert header == ["id", "review", *added] and [r[0] for r in rows] == ["1", "2", "3"]
+    expected = MultiTaskModel.load(tiny_model_dir).predict(["The striker scored twice.", "Shares fell sharply."])
+    assert [rows[0][2], rows[2][2]] == [p.label for p in expected]
+    assert rows[1][2:] == [""] * len(added)
+
+    assert main(["predict", "--model", str(tiny_model_dir), "--csv", str(src), "--out", str(out),
+                 "--text-column", "review", "--quiet"]) == 0
+    assert capsys.readouterr().out == (f"scored 2 of 3 rows, 1 blank left unscored (0 truncated) into {out}; "
+                                       f"added {', '.join(added)}\n")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["hello", "--csv", "in.csv", "--out", "o.csv"], "give sentences as arguments or --file, or a CSV to score as "
+                                                     "--csv, not both"),
+    (["--csv", "in.csv"], "--csv needs --out FILE.csv, the file to write the scored rows to"),
+    (["hello", "--out", "o.csv"], "--out and --text-column go with --csv FILE, the CSV to score"),
+    (["--csv", "in.csv", "--out", "in.csv"], "in.csv is the input file: write the scores to another file"),
+    (["--csv", "in.csv", "--out", "folder"], "folder is a folder: name a file to write, e.g. folder/scored.csv"),
+    (["--csv", "in.csv", "--out", "o.csv", "--text-column", "body"],
+     "in.csv: row 1: no column 'body'; the columns are ['id', 'text']"),
+    (["--csv", "bad.csv", "--out", "o.csv"], "bad.csv: row 3: 3 fields but the header has 2"),
+    (["--csv", "folder", "--out", "o.csv"], "folder: this is a folder, not a regular file"),
+])
+def test_predict_csv_is_checked_before_any_model_loads(args, message, tmp_path, monkeypatch, capsys):
+    from core.__main__ import main
+    from core.model import MultiTaskModel
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "in.csv").write_text("id,text\n1,A goal in the final.\n")
+    (tmp_path / "bad.csv").write_text("id,text\n1,fine\n2,Rain, then sun\n")
+    monkeypatch.setattr(MultiTaskModel, "load", lambda *a, **k: pytest.fail("loaded a model before checking"))
+    assert main(["predict", *args, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "o.csv").exists() and (tmp_path / "in.csv").read_text().startswith("id,text\n")
+
+
+def test_evaluate_json_gives_per_class_figures_and_the_confusion_matrix(tiny_model_dir, tmp_path, capsys):
+    from core.__main__ import main
+    from core.metrics import per_class
+    from core.model import MultiTaskModel
+
+    rows = [("A goal in the final.", "Sports"), ("The striker scored twice.", "Sports"), ("Shares fell.", "Business"),
+            ("The bank raised rates.", "Business"), ("A new phone.", "Sci/Tech"), ("Rain all week.", "Sports")]
+    src = tmp_path / "test.csv"
+    src.write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in rows))
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--csv", str(src), "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+
+    model = MultiTaskModel.load(tiny_model_dir)
+    classes = model.class_names
+    y_true = [classes.index(label) for _, label in rows]
+    y_pred = [classes.index(p.label) for p in model.predict([t for t, _ in rows])]
+    matrix = [[sum(1 for t, p in zip(y_true, y_pred) if (t, p) == (i, j)) for j in range(3)] for i in range(3)]
+    assert result["confusion"] == {"classes": classes, "matrix": matrix}
+    assert [sum(r) for r in matrix] == [2, 1, 3]  # Business, Sci/Tech, Sports rows
+    for name, figures in per_class(y_true, y_pred, classes).items():
+        assert result["per_class"][name] == pytest.approx(figures)
+    assert result["accuracy"] == pytest.approx(sum(matrix[i][i] for i in range(3)) / 6)
+    assert result["n_classification"] == 6
+
+    # The human form prints the table and the matrix; --record keeps the numbers the model card shows.
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    assert main(["evaluate", "--model", str(folder), "--csv", str(src), "--quiet", "--record"]) == 0
+    printed = capsys.readouterr().out
+    assert "confusion (rows: true, columns: predicted)" in printed and "precision" in printed
+    assert "{" not in printed  # no dict printed raw
+    recorded = json.loads((folder / "config.json").read_text())["metrics"]["test"]
+    (figures,) = recorded.values()
+    assert figures["accuracy"] == pytest.approx(result["accuracy"]) and "per_class" not in figures
 
 
 def test_ctrl_c_during_train_is_one_line_saying_nothing_was_saved(tmp_path, monkeypatch, capsys):

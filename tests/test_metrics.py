@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 from scipy import stats
-from sklearn.metrics import f1_score
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from core.metrics import (accuracy, classification_metrics, cosine_similarity, macro_f1, mae, mse, pearson, rankdata,
-                          regression_metrics, spearman)
+from core.metrics import (accuracy, classification_metrics, confusion, cosine_similarity, macro_f1, mae, mse, pearson,
+                          per_class, rankdata, regression_metrics, spearman)
 
 SEEDS = [0, 1, 2]
 
@@ -38,6 +38,36 @@ def test_macro_f1_known_value():
 def test_macro_f1_perfect_and_all_wrong():
     assert macro_f1([0, 1, 2, 2], [0, 1, 2, 2]) == pytest.approx(1.0)
     assert macro_f1([0, 0, 1, 1], [1, 1, 0, 0]) == pytest.approx(0.0)
+
+
+def test_per_class_and_confusion_known_values():
+    # 3 classes, 7 rows; class 2 ("c") is never predicted.
+    y_true = [0, 0, 0, 1, 1, 2, 2]
+    y_pred = [0, 0, 1, 1, 1, 1, 0]
+    # Rows = true class, columns = predicted:
+    #   true 0 -> predicted 0, 0, 1 : [2, 1, 0]
+    #   true 1 -> predicted 1, 1    : [0, 2, 0]
+    #   true 2 -> predicted 1, 0    : [1, 1, 0]
+    assert confusion(y_true, y_pred, 3) == [[2, 1, 0], [0, 2, 0], [1, 1, 0]]
+    # a: tp 2, predicted 3 (column 0), support 3 (row 0) -> P 2/3, R 2/3, F1 2/3
+    # b: tp 2, predicted 4 (column 1), support 2 (row 1) -> P 1/2, R 1,   F1 2 * (1/2 * 1) / (1/2 + 1) = 2/3
+    # c: tp 0, never predicted,        support 2 (row 2) -> P 0 (by definition), R 0, F1 0
+    result = per_class(y_true, y_pred, ["a", "b", "c"])
+    third = pytest.approx(2 / 3)
+    assert result == {"a": {"precision": third, "recall": third, "f1": third, "support": 3},
+                      "b": {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 2},
+                      "c": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}}
+    assert all(isinstance(m["support"], int) for m in result.values())
+    # macro-F1 is the mean of the per-class F1: (2/3 + 2/3 + 0) / 3 = 4/9
+    assert np.mean([m["f1"] for m in result.values()]) == pytest.approx(4 / 9)
+    assert macro_f1(y_true, y_pred, 3) == pytest.approx(4 / 9)
+
+
+def test_a_class_with_no_rows_has_zero_recall_and_an_empty_input_zero_counts():
+    assert per_class([0, 0], [0, 1], ["a", "b"])["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert confusion([], [], 2) == [[0, 0], [0, 0]]
+    with pytest.raises(ValueError, match="class index 3 is outside 0..2"):
+        confusion([0, 3], [0, 1], 3)
 
 
 def test_mse_and_mae_known_values():
@@ -112,6 +142,21 @@ def test_accuracy_and_macro_f1_match_sklearn(seed):
     labels = list(range(7))  # two classes that never occur
     assert macro_f1(y_true, y_pred, num_classes=7) == pytest.approx(
         f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_per_class_and_confusion_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    y_true, y_pred = rng.integers(0, 5, 60), rng.integers(0, 4, 60)  # class 4 is never predicted
+    names = ["a", "b", "c", "d", "e", "f"]  # "f" never occurs
+    labels = list(range(len(names)))
+    assert confusion(y_true, y_pred, len(names)) == confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    result = per_class(y_true, y_pred, names)
+    assert [result[n]["precision"] for n in names] == pytest.approx(precision.tolist())
+    assert [result[n]["recall"] for n in names] == pytest.approx(recall.tolist())
+    assert [result[n]["f1"] for n in names] == pytest.approx(f1.tolist())
+    assert [result[n]["support"] for n in names] == support.tolist()
 
 
 @pytest.mark.parametrize("seed", SEEDS)
