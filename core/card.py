@@ -27,6 +27,7 @@ class ModelFacts:
     class_names: list[str]  # empty: no topic head
     sentiment_range: tuple[float, float] | None  # None: no sentiment head
     record: TrainingRecord
+    confidence: dict[str, Any] | None = None  # the unsure rule (ConfidenceRule.to_config()); None: no topic head
 
 _LOAD = {
     "sentence-lab": """```python
@@ -90,6 +91,7 @@ def model_card(facts: ModelFacts, fmt: str = "sentence-lab", folder: str = "MODE
         "",
         f"- Topic classes: {', '.join(facts.class_names) or 'no topic head'}",
         f"- Sentiment: {'scale %g to %g' % tuple(facts.sentiment_range) if facts.sentiment_range else 'no sentiment head'}",
+        *_unsure_lines(facts.confidence, fmt),
         "",
         "## Training",
         "",
@@ -130,6 +132,21 @@ def model_card(facts: ModelFacts, fmt: str = "sentence-lab", folder: str = "MODE
         lines.append("None recorded (`python -m core evaluate --model FOLDER --csv FILE --record` adds them).")
     lines += ["", "## How to load", "", _LOAD[fmt].format(folder=_display(folder)), ""]
     return "\n".join(lines)
+
+
+def _unsure_lines(rule: dict[str, Any] | None, fmt: str) -> list[str]:
+    """What the card says about when a topic answer is marked unsure (core.confidence)."""
+    if not rule:
+        return []
+    line = f"- Unsure topic: when the top topic's probability is under {rule['min_probability']:.0%}"
+    if rule.get("references"):
+        line += (f", or when the sentence's cosine similarity to the nearest of {rule['references']} reference points "
+                 f"(k-means of {rule['rows']:,} topic-labelled training rows) is under {rule['min_similarity']:.3f}, "
+                 f"which {rule['percentile']:g}% of held-out training rows fall under")
+    line += " (the most probable topic is still given)"
+    if fmt != "sentence-lab" and rule.get("references"):
+        line += "; the reference points stay in the sentence-lab folder, this export does not carry them"
+    return [line]
 
 
 def _dict(value: Any) -> dict[str, Any]:

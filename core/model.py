@@ -1,7 +1,8 @@
 """MultiTaskModel: one shared SentenceEncoder feeding a topic head and a sentiment head.
 
 Saved as a folder: ``config.json`` + ``heads.safetensors`` (+ ``encoder/`` when the encoder's
-weights changed) + a README.md model card. With the encoder untouched, the folder references the
+weights changed) (+ ``confidence.safetensors``: the unsure rule's reference points, core.confidence)
++ a README.md model card. With the encoder untouched, the folder references the
 base model by name and checksum instead of copying it. Nothing is ever unpickled.
 """
 
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 from . import folders
 from .card import ModelFacts, model_card
+from .confidence import ConfidenceRule
 from .config import DEFAULT_MODEL, TASKS, EncoderConfig, HeadsConfig
 from .encoder import SentenceEncoder, load_backbone, offered_encoders, quiet_transformers
 from .errors import ConfigError, EncoderLoadError, MissingFileError, ModelFolderError
@@ -31,6 +33,7 @@ FORMAT_NAME = "sentence-lab"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 HEADS_FILE = "heads.safetensors"
+CONFIDENCE_FILE = "confidence.safetensors"  # the unsure rule's (K, D) reference points; config.json has its thresholds
 CARD_FILE = "README.md"
 ENCODER_DIR = "encoder"
 
@@ -90,6 +93,8 @@ class MultiTaskModel(nn.Module):
         centre = sum(cfg.sentiment_range) / 2
         self.sentiment_head = SentimentHead(dim, cfg.dropout, centre) if cfg.sentiment else None
         self.record = TrainingRecord()  # how it was trained and what it scored: saved into config.json
+        # When a topic answer is unsure (core.confidence): training builds the full rule; until then, probability only.
+        self.confidence = ConfidenceRule.probability_only(len(cfg.class_names)) if self.classifier is not None else None
 
     @classmethod
     def from_pretrained(
@@ -207,8 +212,9 @@ class MultiTaskModel(nn.Module):
 
     def predict(self, texts: str | Sequence[str], batch_size: int = 32, show_progress_bar: bool = False,
                 precision: str = "fp32") -> list[Prediction]:
-        """Per text: class probabilities (softmax), the top class name, the sentiment score, and
-        whether the text was cut at the encoder's ``max_length`` tokens."""
+        """Per text: class probabilities (softmax), the top class name, whether that topic is unsure
+        (and why: ``self.confidence``), the sentiment score, and whether the text was cut at the
+        encoder's ``max_length`` tokens."""
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
@@ -216,7 +222,10 @@ class MultiTaskModel(nn.Module):
             return []
         out, truncated = self._predict_tensors(texts, batch_size, show_progress_bar, precision)
         cut = set(truncated)
-        probs = torch.softmax(out.logits.float(), dim=-1).cpu().numpy() if out.logits is not None else None
+        probs_t = torch.softmax(out.logits.float(), dim=-1) if out.logits is not None else None  # (B, C)
+        unsure = (self.confidence.judge(out.embeddings, probs_t) if probs_t is not None and self.confidence is not None
+                  else [None] * len(texts))
+        probs = probs_t.cpu().numpy() if probs_t is not None else None
         scores = self.clip_sentiment(out.sentiment).float().cpu().numpy() if out.sentiment is not None else None
         names = self.class_names
         predictions = []
@@ -228,6 +237,8 @@ class MultiTaskModel(nn.Module):
                 probabilities={n: float(v) for n, v in zip(names, p)} if p is not None else {},
                 sentiment=float(scores[i]) if scores is not None else None,
                 truncated=i in cut,
+                unsure=unsure[i] is not None,
+                unsure_reason=unsure[i],
             ))
         return predictions
 
@@ -248,7 +259,7 @@ class MultiTaskModel(nn.Module):
                           embedding_dim=self.encoder.embedding_dim, encoder_pretrained=self.encoder_is_pretrained(),
                           class_names=self.class_names if self.classifier is not None else [],
                           sentiment_range=self.heads_config.sentiment_range if self.sentiment_head is not None else None,
-                          record=self.record)
+                          record=self.record, confidence=self.confidence.to_config() if self.confidence else None)
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write config.json + heads.safetensors (+ encoder/ if its weights changed) + README.md, atomically.
@@ -271,8 +282,12 @@ class MultiTaskModel(nn.Module):
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "sentence_lab": __version__},
             **self.record.to_config(),
         }
+        if self.classifier is not None and self.confidence is not None:
+            config["confidence"] = self.confidence.to_config()
         with folders.write_folder(folder, is_model_folder) as tmp:
             folders.save_tensors(folders.flatten(self.head_parts()), tmp / HEADS_FILE)
+            if self.confidence is not None and self.confidence.references is not None:
+                folders.save_tensors(self.confidence.tensors(), tmp / CONFIDENCE_FILE)
             if store_encoder:
                 with quiet_transformers():
                     self.encoder.backbone.save_pretrained(tmp / ENCODER_DIR, safe_serialization=True)
@@ -302,6 +317,7 @@ class MultiTaskModel(nn.Module):
         encoder_config, heads_config = (_section(folder, config, key, kind)
                                         for key, kind in (("encoder", EncoderConfig), ("heads", HeadsConfig)))
         _check_sizes(folder, encoder_config, heads_config, tensors)  # before any layer is built from them
+        confidence = _read_confidence(folder, config, heads_config, tensors)
         if config["encoder_weights"] == "stored":
             backbone, tokenizer = _load_encoder(folder, str(folder / ENCODER_DIR), "its stored encoder")
             encoder = SentenceEncoder(encoder_config, backbone, tokenizer)
@@ -328,6 +344,8 @@ class MultiTaskModel(nn.Module):
         model = cls(encoder, heads_config)
         folders.load_parts(folder / HEADS_FILE, tensors, model.head_parts(), CONFIG_FILE)
         model.record = TrainingRecord.from_config({k: v for k, v in config.items() if k in RECORD_KEYS})
+        if confidence is not None:  # else a folder from before the rule: probability only, as __init__ set it
+            model.confidence = confidence
         model.eval()
         return model.to(device) if device is not None else model
 
@@ -344,6 +362,27 @@ def _check_sizes(folder: Path, encoder: EncoderConfig, heads: HeadsConfig, tenso
             raise ModelFolderError(f"{folder}: {HEADS_FILE} does not match {CONFIG_FILE} (edited, or from another "
                                    f"model?): {CONFIG_FILE} gives {size!r} for the {name.split('.')[0]}, the tensors "
                                    f"hold {rows(name)!r}")
+
+
+def _read_confidence(folder: Path, config: dict[str, Any], heads: HeadsConfig,
+                     tensors: dict[str, Tensor]) -> ConfidenceRule | None:
+    """The unsure rule config.json's "confidence" and CONFIDENCE_FILE describe, checked like the heads are
+    (names, shapes, finite values); None for a folder saved before the rule existed (no section, no file)."""
+    path = folder / CONFIDENCE_FILE
+    if "confidence" not in config:
+        if path.exists() or path.is_symlink():
+            raise ModelFolderError(f"{folder}: {CONFIDENCE_FILE} is there but {CONFIG_FILE} has no 'confidence' "
+                                   "section for it (edited, or from another model?)")
+        return None
+    if not heads.class_names:
+        raise ModelFolderError(f"{folder / CONFIG_FILE}: 'confidence' describes a topic head that this model does not have")
+    saved = folders.read_tensors(path) if path.is_file() else None
+    dim = tensors["classifier.linear.weight"].shape[1]  # (C, D): the size the heads see (_check_sizes ran)
+    try:
+        return ConfidenceRule.from_saved(config["confidence"], saved, dim)
+    except ValueError as exc:
+        raise ModelFolderError(f"{folder}: the unsure rule ({CONFIG_FILE} 'confidence', {CONFIDENCE_FILE}) does not "
+                               f"read back (edited, or from another model?): {exc}") from None
 
 
 def is_model_folder(folder: Path) -> bool:

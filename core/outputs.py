@@ -25,13 +25,20 @@ class MultiTaskOutput:
 
 @dataclass
 class Prediction:
-    """One text's answer: class probabilities, the top class, and the sentiment on the model's scale."""
+    """One text's answer: class probabilities, the top class, and the sentiment on the model's scale.
+
+    ``label`` is always the most probable topic; ``unsure`` says not to trust it (core.confidence:
+    the top probability is low, or the text is unlike the topic head's training data), and
+    ``unsure_reason`` says which, in a few words. Sentiment is not affected.
+    """
 
     text: str
     label: str | None
     probabilities: dict[str, float] = field(default_factory=dict)
     sentiment: float | None = None
     truncated: bool = False  # the text was longer than the encoder's max_length: only its start was read
+    unsure: bool = False  # the topic is a guess: show "unsure" rather than ``label``
+    unsure_reason: str | None = None  # e.g. "low confidence: top topic 41% (under 50%)"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,6 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from .cache import TrainingInputs
+from .confidence import MAX_ROWS as CONFIDENCE_ROWS
+from .confidence import MAX_ROWS_EMBEDDED_AGAIN as CONFIDENCE_ROWS_EMBEDDED_AGAIN
+from .confidence import MIN_ROWS as CONFIDENCE_MIN_ROWS
+from .confidence import ConfidenceRule, fit_rule
 from .config import TrainingConfig
 from .data import MultiTaskDataset
 from .errors import ConfigError, DivergedError
@@ -382,7 +386,7 @@ def train(
     if bad is not None:  # a last step can leave weights broken although every loss seen was finite
         raise _diverged(config, len(history) - 1, global_step, f"the weights of {bad} are no longer finite")
     yield DoneEvent(_finish(model, config, train_data, val_data, history, best_epoch, best_metrics, stopped,
-                            stopped_early, global_step, started))
+                            stopped_early, global_step, started, rule_vectors=_cached_vectors(model, train_inputs, stopped)))
 
 
 def _diverged(config: TrainingConfig, epoch: int, step: int, what: str) -> DivergedError:
@@ -397,9 +401,12 @@ def _diverged(config: TrainingConfig, epoch: int, step: int, what: str) -> Diver
 def _finish(model: MultiTaskModel, config: TrainingConfig, train_data: MultiTaskDataset,
             val_data: MultiTaskDataset | None, history: list[dict[str, Any]], best_epoch: int | None,
             best_metrics: dict[str, float], stopped: bool, stopped_early: bool, steps: int, started: float,
-            head_fit: dict[str, Any] | None = None, measured_on: str = HELD_OUT) -> TrainResult:
-    """The run's result, and its record on the model (what the saved folder and the card will say)."""
+            head_fit: dict[str, Any] | None = None, measured_on: str = HELD_OUT,
+            rule_vectors: Callable[[torch.Tensor], torch.Tensor] | None = None) -> TrainResult:
+    """The run's result, and its record on the model (what the saved folder and the card will say), and
+    the topic head's unsure rule (``rule_vectors``: see _fit_confidence)."""
     model.eval()
+    _fit_confidence(model, config, train_data, rule_vectors, stopped)
     result = TrainResult(history=history, best_epoch=best_epoch, best_metrics=best_metrics, stopped=stopped,
                          stopped_early=stopped_early, steps=steps, seconds=time.perf_counter() - started,
                          freeze=freeze_report(model), measured_on=measured_on)
@@ -409,6 +416,65 @@ def _finish(model: MultiTaskModel, config: TrainingConfig, train_data: MultiTask
         seconds=result.seconds, metrics={"validation": best_metrics} if best_metrics else model.record.metrics,
         head_fit=head_fit or {})
     return result
+
+
+def _encoder_frozen(model: MultiTaskModel) -> bool:
+    """Whether the vectors the heads see could not change in this run (backbone and projection frozen)."""
+    projection = model.encoder.projection
+    return (model.encoder.frozen_bottom() == len(model.encoder.layers)
+            and (projection is None or not any(p.requires_grad for p in projection.parameters())))
+
+
+def _cached_vectors(model: MultiTaskModel, inputs: TrainingInputs,
+                   stopped: bool) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Training rows -> (n, D) the vectors the heads now see, from the run's cache: its pooled vectors (a
+    frozen encoder: only the projection runs), or its hidden states below the frozen bottom (gradual
+    unfreezing: only the open top runs, in eval mode). None without a cache, or when Stop ended the run
+    and the top would have to run."""
+    if inputs.pooled is None and (inputs.hidden is None or stopped):
+        return None
+
+    @torch.no_grad()
+    def vectors(rows: torch.Tensor) -> torch.Tensor:
+        with eval_mode(model):
+            return torch.cat([inputs.forward(batch, ()).embeddings
+                              for batch in rows.to(inputs.labels.device).split(inputs.batch_size)])
+    return vectors
+
+
+def _fit_confidence(model: MultiTaskModel, config: TrainingConfig, data: MultiTaskDataset,
+                    vectors: Callable[[torch.Tensor], torch.Tensor] | None, stopped: bool) -> None:
+    """Set the topic head's unsure rule (core.confidence) for what this run leaves: reference points from up
+    to CONFIDENCE_ROWS of its topic-labelled training rows (a seeded sample), with the final encoder.
+
+    ``vectors``: row indices of ``data`` -> (n, D) the vectors the heads see, from what the run holds (a
+    frozen encoder's embeddings: nothing runs again). Without it a smaller sample (CONFIDENCE_ROWS_EMBEDDED_AGAIN)
+    is embedded once more, unless Stop or a time limit ended the run, which must end now: then, as with
+    fewer than CONFIDENCE_MIN_ROWS labelled rows (a 20-row data set), the model keeps the probability rule only.
+    """
+    if model.classifier is None:
+        return
+    num_classes = len(model.class_names)
+    if config.task_weights["classification"] <= 0 or "classification" not in data.tasks:
+        # the topic head did not learn here: its rule stands while the vectors it was built on are unchanged
+        if not _encoder_frozen(model):
+            model.confidence = ConfidenceRule.probability_only(num_classes)
+        return
+    labels = data.label_ids(model.class_names)
+    labelled = torch.nonzero(labels != IGNORE_LABEL).squeeze(-1)
+    if len(labelled) < CONFIDENCE_MIN_ROWS or (vectors is None and stopped):
+        model.confidence = ConfidenceRule.probability_only(num_classes)
+        return
+    order = torch.randperm(len(labelled), generator=torch.Generator().manual_seed(config.seed))
+    sample = labelled[order[:CONFIDENCE_ROWS if vectors is not None else CONFIDENCE_ROWS_EMBEDDED_AGAIN]]
+    if vectors is not None:
+        X = vectors(sample)
+    else:
+        parts: list[torch.Tensor] = []
+        for _ in _embeddings(model, [data.texts[i] for i in sample.tolist()], config.batch_size, parts, 0, len(sample)):
+            pass  # no PrepareEvent: the run's events keep their shape
+        X = torch.cat(parts)
+    model.confidence = fit_rule(X, labels[sample], num_classes, config.seed)
 
 
 def _baseline(model: MultiTaskModel, val_data: MultiTaskDataset | None, tasks: tuple[str, ...],
@@ -606,7 +672,7 @@ def _fit_heads_exactly(model: MultiTaskModel, train_data: MultiTaskDataset, val_
     head_fit["iterations"] = global_step
     best_epoch = history[-1]["epoch"] if best_metrics and history else None
     yield DoneEvent(_finish(model, config, train_data, val_data, history, best_epoch, best_metrics, stopped, False,
-                            global_step, started, head_fit, measured_on))
+                            global_step, started, head_fit, measured_on, rule_vectors=lambda rows: X[rows]))
 
 
 def fit(model: MultiTaskModel, train_data: MultiTaskDataset, val_data: MultiTaskDataset | None = None,

@@ -19,7 +19,8 @@ def default_model():
 
 def test_folder_is_small_heads_only_and_records_its_figures():
     files = sorted(p.name for p in DEFAULT_HEADS_DIR.iterdir())
-    assert files == ["README.md", "config.json", "heads.safetensors", "sentence_lab_files.json"]  # + what we wrote
+    assert files == ["README.md", "confidence.safetensors", "config.json", "heads.safetensors",
+                     "sentence_lab_files.json"]  # + what we wrote; confidence: the unsure rule's reference points
     assert sum(p.stat().st_size for p in DEFAULT_HEADS_DIR.iterdir()) < 2 * 1024 * 1024
     config = json.loads((DEFAULT_HEADS_DIR / "config.json").read_text())
     assert config["heads"]["class_names"] == ["Business", "Sci/Tech", "Sports", "World"]
