@@ -38,8 +38,9 @@ def build_app(shared: Shared | None = None) -> gr.Blocks:
         gr.Markdown(HEADER, elem_id="header")
         with gr.Tab("Compare", id="embed"):
             embed_tab.render(shared, demo)
-        with gr.Tab("Classify", id="classify"):
+        with gr.Tab("Classify", id="classify") as classify_page:
             classify = classify_tab.render(shared, session)
+        classify_tab.refresh_on(classify_page, shared, session, classify)
         with gr.Tab("Train", id="train"):
             train_tab.render(shared, session, classify, demo)
         with gr.Tab("Guide", id="guide"):
@@ -60,10 +61,10 @@ def guards(demo: gr.Blocks, shared: Shared) -> list[Middleware]:
         return next((i for i, block in enumerate(inputs) if isinstance(block, (gr.Textbox, gr.Number))), 0)
 
     events = {index: (fn.api_name in runs, len(fn.inputs), shown_on(fn.inputs))
-              for index, fn in demo.fns.items() if fn.api_name in runs | {"embed", "compare", "classify"}}
+              for index, fn in demo.fns.items() if fn.api_name in runs | {"embed", "compare", "classify", "score_csv"}}
     api = demo.get_api_info()["named_endpoints"]
     calls = {name: (name in runs, [p["parameter_name"] for p in api[f"/{name}"]["parameters"]])
-             for name in ("embed", "compare", "classify", "train")}
+             for name in ("embed", "compare", "classify", "score_csv", "train")}
     return [Middleware(Admission, visitors=shared.visitors, events=events, calls=calls),
             Middleware(UploadLimit, per_minute=shared.limits.uploads_per_minute)]
 

@@ -275,3 +275,48 @@ def check_files(folder: Path) -> None:
     if links:
         raise ModelFolderError(f"{folder}: refusing to follow symbolic links ({', '.join(sorted(links)[:5])}); "
                                "a model folder must hold its own files")
+
+
+def extract_zip(archive: str | os.PathLike, dest: Path, *, max_bytes: int, max_files: int = 64) -> Path:
+    """Unpack a model zip someone sent into the empty folder ``dest``, refusing what could harm us: names
+    that leave ``dest`` (absolute, ``..``), links, more than ``max_files`` entries, or more than ``max_bytes``
+    once unpacked (counted as the bytes come out, not trusted from the zip's own header). Returns the folder
+    inside that holds ``config.json``: ``dest`` itself or its one top-level folder (as our downloads are made).
+    """
+    import stat
+    import zipfile
+
+    name = Path(archive).name
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = zf.infolist()
+            if len(members) > max_files:
+                raise ModelFolderError(f"{name}: {len(members)} entries; a model zip has a handful (at most {max_files})")
+            written = 0
+            for info in members:
+                parts = Path(info.filename).parts
+                if info.filename.startswith(("/", "\\")) or ".." in parts or ":" in info.filename:
+                    raise ModelFolderError(f"{name}: the entry {info.filename!r} points outside the model's folder")
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    raise ModelFolderError(f"{name}: the entry {info.filename!r} is a link; a model zip holds files only")
+                target = dest.joinpath(*parts)
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "xb") as out:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise ModelFolderError(f"{name}: over {max_bytes / 2**20:.0f} MB once unpacked, more than "
+                                                   "this server takes for a model")
+                        out.write(chunk)
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, FileExistsError) as exc:  # FileExistsError: a name twice
+        raise ModelFolderError(f"{name}: not a zip file that can be read ({exc})") from None
+    if (dest / "config.json").is_file():
+        return dest
+    inside = [p for p in dest.iterdir()]
+    if len(inside) == 1 and (inside[0] / "config.json").is_file():
+        return inside[0]
+    raise ModelFolderError(f"{name}: no config.json at its top or in its one folder; is it a Sentence Lab model zip "
+                           "(the Train tab's Download, or python -m core train --out)?")

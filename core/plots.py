@@ -78,6 +78,14 @@ def numbered_labels(sentences: Sequence[str], width: int = 30) -> list[str]:
 # -- words for numbers -------------------------------------------------------------------------
 
 
+def topic_words(p: Prediction) -> str:
+    """A prediction's topic as the app writes it: "Sports 95%", or "Unsure (Business? 37%)"."""
+    if not p.label:
+        return "—"
+    share = f"{100 * p.probabilities[p.label]:.0f}%"
+    return f"Unsure ({p.label}? {share})" if p.unsure else f"{p.label} {share}"
+
+
 def percent(share: float) -> str:
     """A share as the app writes every percentage: one decimal, none when it is whole ("93.1%", "90%")."""
     text = f"{100 * share:.1f}"
@@ -274,7 +282,7 @@ def prediction_figure(predictions: Sequence[Prediction], class_names: Sequence[s
         for col in cols:
             sentence = f"<b>{short_label(p.text, 44)}</b><br>" if col == cols[0] else ""  # the row's first title
             if col == "topic":
-                titles.append(f"{sentence}topic: {p.label} ({100 * p.probabilities[p.label]:.0f}%)")
+                titles.append(f"{sentence}topic: {topic_words(p)}")
             else:
                 position = sentiment_position(p.sentiment, sentiment_range)  # short: a phone gives it ~100 px
                 titles.append(f"{sentiment_word(p.sentiment, sentiment_range)} {position:+.2f}")
@@ -284,7 +292,8 @@ def prediction_figure(predictions: Sequence[Prediction], class_names: Sequence[s
         col = 1
         if has_topic:
             probs = [p.probabilities.get(c, 0.0) for c in class_names]
-            colours = [TASK_COLOURS["classification"] if c == p.label else "#cbd5e1" for c in class_names]
+            top = "#94a3b8" if p.unsure else TASK_COLOURS["classification"]  # an unsure guess is not drawn as an answer
+            colours = [top if c == p.label else "#cbd5e1" for c in class_names]
             fig.add_trace(go.Bar(x=probs, y=list(class_names), orientation="h", marker_color=colours,
                                  text=[f"{100 * v:.0f}%" for v in probs], textposition="outside", cliponaxis=False,
                                  hovertemplate="%{y}: %{x:.1%}<extra></extra>", showlegend=False), row=row, col=col)
@@ -378,6 +387,59 @@ def runs_figure(runs: Mapping[str, Sequence[tuple[float, float]]], *, active: st
     return _curves_layout(fig, "Held-out loss per epoch, lower is better", 340)
 
 
+@failsafe
+def confusion_figure(classes: Sequence[str], matrix: Sequence[Sequence[int]] | np.ndarray, *,
+                     note: str = "") -> go.Figure:
+    """Where the topics go wrong: a heat-map of counts, true topic down the rows, predicted topic across.
+
+    Args:
+        classes: the C topic names, in the order of ``matrix``.
+        matrix: (C, C) row counts, ``matrix[i][j]`` = rows of topic i predicted as topic j; the diagonal is right.
+        note: one short line under the title, where the counts come from ("60 held-out rows").
+    """
+    counts = np.asarray(matrix, dtype=float)
+    n = len(classes)
+    if counts.shape != (n, n) or not n:
+        raise ValueError(f"matrix has shape {counts.shape}, expected ({n}, {n})")
+    row_totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, row_totals, out=np.zeros_like(counts), where=row_totals > 0)
+    # Legible down to a 390 px phone (~300 px of figure). Names are cut short (hover has them whole). The
+    # columns carry them while they fit side by side (~40 characters); past that, or when two cut names are the
+    # same, the rows carry numbered names and the columns only the numbers. Counts are written in the cells
+    # while a cell has room for them (~25 px at 8 topics: two digits); past that the colour bar gives the scale.
+    labels = [short_label(c, 14 if n <= 4 else 12) for c in classes]
+    numbered = len(set(labels)) < n or sum(map(len, labels)) > 40
+    rows = [f"{i}. {label}" for i, label in enumerate(labels, 1)] if numbered else labels
+    columns = [str(i) for i in range(1, n + 1)] if numbered else labels
+    written = n <= 6 or (n <= 8 and counts.max() < 100)
+    fig = go.Figure(go.Heatmap(
+        z=counts.astype(int).tolist(), x=columns, y=rows, colorscale="Blues", zmin=0,
+        customdata=[[[str(t), str(p), percent(shares[i, j])] for j, p in enumerate(classes)]
+                    for i, t in enumerate(classes)],  # lists: any plotly.js reads them
+        texttemplate="%{z}" if written else "", textfont=dict(size=13 if n <= 5 else 11), xgap=1, ygap=1,
+        # the colour bar lies under the matrix: beside it, it took a third of a phone's width from the cells
+        showscale=not written, colorbar=dict(title=dict(text="rows", side="top"), thickness=10, len=0.6,
+                                             lenmode="fraction", orientation="h", x=0, xanchor="left", y=-0.1,
+                                             yanchor="top", tickangle=0),
+        hovertemplate=("true <b>%{customdata[0]}</b>, predicted <b>%{customdata[1]}</b><br>"
+                       "%{z} rows: %{customdata[2]} of the true topic's<extra></extra>"),
+    ))
+    for i in range(n):  # the diagonal, outlined: where every row would be if every answer were right
+        fig.add_shape(type="rect", x0=i - 0.5, x1=i + 0.5, y0=i - 0.5, y1=i + 0.5,
+                      line=dict(color=TASK_COLOURS["classification"], width=1.5))
+    fig.update_layout(  # no axis titles: on a phone they ran into the tick labels; the title names the axes
+        title=dict(text="Rows: true topic · columns: predicted" + (f"<br><sup>{note}</sup>" if note else ""),
+                   x=0.01, font=dict(size=15)),
+        height=max(300, min(700, 150 + 44 * n)) + (0 if written else 50),
+        margin=dict(l=10, r=10, t=60 if note else 48, b=10 if written else 60),
+        template=TEMPLATE, plot_bgcolor="rgba(0,0,0,0)",
+        yaxis=dict(type="category", autorange="reversed", automargin=True, showgrid=False),
+        xaxis=dict(type="category", automargin=True, side="bottom", showgrid=False,
+                   tickangle=0 if numbered else None, tickfont=dict(size=11) if n > 9 else None),
+    )
+    return fig
+
+
 __all__ = ["message_figure", "failsafe", "short_label", "numbered_labels", "similarity_word", "sentiment_word",
-           "sentiment_position", "percent", "METRIC_HELP", "similarity_heatmap", "pca_2d", "label_places", "sentence_map", "prediction_figure", "loss_curves",
-           "runs_figure", "Curves"]
+           "sentiment_position", "topic_words", "percent", "METRIC_HELP", "similarity_heatmap", "pca_2d", "label_places", "sentence_map", "prediction_figure", "loss_curves",
+           "runs_figure", "confusion_figure", "Curves"]

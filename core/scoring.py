@@ -3,8 +3,8 @@
     summary = score_csv(model, "reviews.csv", "scored.csv", progress=lambda done, total: ...)
 
 The output keeps every column of the input, in order, and adds the model's answers: ``topic``,
-``topic_confidence`` and one ``p_<class>`` per class (with a topic head), ``sentiment`` (with a
-sentiment head) and ``truncated``. An added name that the input already uses gets ``predicted_``
+``topic_confidence``, ``topic_unsure`` (core.confidence: the topic is a guess) and one ``p_<class>``
+per class (with a topic head), ``sentiment`` (with a sentiment head) and ``truncated``. An added name that the input already uses gets ``predicted_``
 in front. Rows with a blank text are kept with their added cells empty. The file is written
 beside ``out`` and renamed into place when complete, so a failure never leaves half a file.
 
@@ -35,7 +35,7 @@ from .text import is_blank
 if TYPE_CHECKING:
     from .model import MultiTaskModel
 
-__all__ = ["CsvScan", "ScoreSummary", "check_out", "scan_csv", "score_csv"]
+__all__ = ["CsvScan", "ScoreSummary", "check_out", "guess_text_column", "scan_csv", "score_csv"]
 
 TEXT_COLUMNS = ("text", "sentence")  # looked for, in this order, when no text column is named
 MAX_PROBLEMS = 1000  # a broken file's report stops here: its first rows already say what to fix
@@ -49,6 +49,10 @@ class CsvScan:
     header: list[str]
     text_index: int
     rows: int
+
+    @property
+    def text_column(self) -> str:
+        return self.header[self.text_index]
 
 
 @dataclass
@@ -262,12 +266,28 @@ def _text_index(name: str, header: list[str], text_column: str | None) -> int:
     return matches[0]
 
 
+def guess_text_column(source: str | os.PathLike, sample: int = 20) -> str | None:
+    """For a page's column picker when no column is named 'text' or 'sentence': the column whose first
+    ``sample`` cells are longest on average (texts are longer than ids, labels and numbers). None for an
+    unreadable file, which ``scan_csv`` then reports."""
+    try:
+        with _open_text(Path(source), Path(source).name) as f:
+            rows = list(itertools.islice(csv.reader(f), sample + 1))
+    except (DataError, OSError, UnicodeDecodeError, csv.Error):
+        return None
+    if len(rows) < 2:
+        return None
+    header, body = rows[0], rows[1:]
+    width = [sum(len(r[i]) for r in body if i < len(r)) for i in range(len(header))]
+    return header[max(range(len(header)), key=width.__getitem__)]
+
+
 # -- writing ----------------------------------------------------------------------------------
 
 
 def _added_columns(header: Sequence[str], class_names: Sequence[str], sentiment: bool) -> list[str]:
     """The added columns' names; one that the header (or an earlier added one) uses gets 'predicted_' in front."""
-    wanted = (["topic", "topic_confidence", *(f"p_{c}" for c in class_names)] if class_names else [])
+    wanted = (["topic", "topic_confidence", "topic_unsure", *(f"p_{c}" for c in class_names)] if class_names else [])
     wanted += ["sentiment"] * sentiment + ["truncated"]
     taken, names = {h.strip().lower() for h in header}, []
     for name in wanted:
@@ -300,7 +320,8 @@ def _answers(p: Prediction, classes: Sequence[str]) -> list[str]:
     """One row's added cells, in the order of ``_added_columns``."""
     cells = []
     if classes:
-        cells += [p.label, f"{p.probabilities[p.label]:.4f}", *(f"{p.probabilities[c]:.4f}" for c in classes)]
+        cells += [p.label, f"{p.probabilities[p.label]:.4f}", "true" if p.unsure else "false",
+                  *(f"{p.probabilities[c]:.4f}" for c in classes)]
     if p.sentiment is not None:
         cells.append(f"{p.sentiment:.4f}")
     return cells + ["true" if p.truncated else "false"]

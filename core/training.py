@@ -27,7 +27,7 @@ from .data import MultiTaskDataset
 from .errors import ConfigError, DivergedError
 from .freezing import FreezeReport, apply_preset, freeze_report, parameter_groups, unfreeze_top_layers
 from .losses import IGNORE_LABEL, MultiTaskLoss
-from .metrics import classification_metrics, regression_metrics
+from .metrics import classification_metrics, confusion, per_class, regression_metrics
 from .model import MultiTaskModel
 from .probe import fit_logistic, fit_ridge, logistic_steps
 from .record import TrainingRecord
@@ -133,6 +133,9 @@ class TrainResult:
     seconds: float
     freeze: FreezeReport
     measured_on: str = HELD_OUT  # where best_metrics come from, in words (HELD_OUT or cross-validation)
+    # The topic predictions best_metrics were measured on, topic by topic (see topic_breakdown); None without
+    # topic rows to measure on (no topic head or data, or no validation before Stop).
+    breakdown: dict[str, Any] | None = None
 
 
 @dataclass
@@ -181,7 +184,8 @@ def _batch_tasks(tasks: tuple[str, ...], labels: torch.Tensor, targets: torch.Te
 
 @torch.no_grad()
 def _validate(model: MultiTaskModel, inputs: TrainingInputs, tasks: tuple[str, ...], loss_fn: MultiTaskLoss,
-              batch_size: int) -> tuple[float, dict[str, float], dict[str, float]]:
+              batch_size: int) -> tuple[float, dict[str, float], dict[str, float], dict[str, Any] | None]:
+    """The held-out loss (total and per task), the metrics, and the topics' breakdown (see topic_breakdown)."""
     logits, scores = [], []
     with eval_mode(model):
         for start in range(0, len(inputs), batch_size):
@@ -193,7 +197,8 @@ def _validate(model: MultiTaskModel, inputs: TrainingInputs, tasks: tuple[str, .
     scores_all = torch.cat(scores) if "sentiment" in tasks else None
     loss = loss_fn(logits_all, scores_all, inputs.labels, inputs.targets)
     metrics = task_metrics(model, logits_all, scores_all, inputs.labels, inputs.targets)
-    return float(loss.total), {t: float(v) for t, v in loss.per_task.items()}, metrics
+    return (float(loss.total), {t: float(v) for t, v in loss.per_task.items()}, metrics,
+            topic_breakdown(model, logits_all, inputs.labels))
 
 
 def task_metrics(model: MultiTaskModel, logits: torch.Tensor | None, scores: torch.Tensor | None,
@@ -216,6 +221,27 @@ def task_metrics(model: MultiTaskModel, logits: torch.Tensor | None, scores: tor
     return metrics
 
 
+def topic_breakdown(model: MultiTaskModel, logits: torch.Tensor | None, labels: torch.Tensor) -> dict[str, Any] | None:
+    """Where the topics go right and wrong, on the rows with a topic.
+
+    Args:
+        logits: (N, C) topic logits, or None (no topic head ran).
+        labels: (N,) class indices into ``model.class_names``; IGNORE_LABEL for rows without a topic.
+
+    Returns:
+        {"per_class": {class name: {"precision", "recall", "f1", "support"}}, "confusion": {"classes": [...],
+        "matrix": (C, C) counts, rows = true class, columns = predicted}}; None without logits or topic rows.
+    """
+    labelled = labels != IGNORE_LABEL
+    if logits is None or not labelled.any():
+        return None
+    y_true = labels[labelled].cpu().numpy()
+    y_pred = logits[labelled.to(logits.device)].argmax(-1).cpu().numpy()
+    names = list(model.class_names)
+    return {"per_class": per_class(y_true, y_pred, names),
+            "confusion": {"classes": names, "matrix": confusion(y_true, y_pred, len(names))}}
+
+
 def evaluate(model: MultiTaskModel, data: MultiTaskDataset, batch_size: int = 64, show_progress_bar: bool = False,
              *, breakdown: bool = False) -> dict[str, Any]:
     """All per-task metrics of a model on a dataset; a task with no rows in the data is left out.
@@ -224,8 +250,6 @@ def evaluate(model: MultiTaskModel, data: MultiTaskDataset, batch_size: int = 64
     recall, f1, support}) and ``confusion`` ({"classes": [...], "matrix": rows = true class,
     columns = predicted}); without it every value is a number, as ``task_metrics`` gives them.
     """
-    from .metrics import confusion, per_class
-
     tasks = tuple(t for t in data.tasks if t in model.tasks)
     labels = data.label_ids(model.class_names) if "classification" in tasks else torch.full((len(data),), IGNORE_LABEL)
     out = model.predict_tensors(data.texts, batch_size=batch_size, show_progress_bar=show_progress_bar)
@@ -233,12 +257,8 @@ def evaluate(model: MultiTaskModel, data: MultiTaskDataset, batch_size: int = 64
     metrics: dict[str, Any] = task_metrics(model, out.logits if "classification" in tasks else None,
                                            out.sentiment if "sentiment" in tasks else None, labels.to(device),
                                            data.sentiment_targets().to(device))
-    labelled = labels != IGNORE_LABEL
-    if breakdown and "classification" in tasks and labelled.any():
-        y_true, y_pred = labels[labelled].numpy(), out.logits[labelled.to(device)].argmax(-1).cpu().numpy()
-        names = model.class_names
-        metrics["per_class"] = per_class(y_true, y_pred, names)
-        metrics["confusion"] = {"classes": names, "matrix": confusion(y_true, y_pred, len(names))}
+    if breakdown and "classification" in tasks:
+        metrics |= topic_breakdown(model, out.logits, labels) or {}
     return metrics
 
 
@@ -310,7 +330,7 @@ def train(
     # parameters that would otherwise be copied at every improving epoch.
     changing = [n for n, p in model.named_parameters() if p.requires_grad or
                 (config.gradual_unfreeze and n.startswith("encoder.backbone."))]
-    best_loss, best_epoch, best_metrics, best_state = math.inf, None, {}, None
+    best_loss, best_epoch, best_metrics, best_state, best_breakdown = math.inf, None, {}, None, None
     bad_epochs, global_step, stopped, stopped_early = 0, 0, False, False
     try:
         for epoch in range(config.epochs):
@@ -359,12 +379,14 @@ def train(
                 history.append(entry)
                 break
             if val_inputs is not None and val_tasks:
-                val_loss, val_losses, metrics = _validate(model, val_inputs, val_tasks, loss_fn, max(config.batch_size, 64))
+                val_loss, val_losses, metrics, topics = _validate(model, val_inputs, val_tasks, loss_fn,
+                                                                  max(config.batch_size, 64))
                 is_best = val_loss < best_loss
                 entry["validation"] = {"loss": val_loss, **val_losses}
                 entry["metrics"] = metrics
                 if is_best:
                     best_loss, best_epoch, best_metrics, bad_epochs = val_loss, epoch, metrics, 0
+                    best_breakdown = topics
                     params = dict(model.named_parameters())
                     best_state = {n: params[n].detach().clone() for n in changing}
                 else:
@@ -386,7 +408,8 @@ def train(
     if bad is not None:  # a last step can leave weights broken although every loss seen was finite
         raise _diverged(config, len(history) - 1, global_step, f"the weights of {bad} are no longer finite")
     yield DoneEvent(_finish(model, config, train_data, val_data, history, best_epoch, best_metrics, stopped,
-                            stopped_early, global_step, started, rule_vectors=_cached_vectors(model, train_inputs, stopped)))
+                            stopped_early, global_step, started, breakdown=best_breakdown,
+                            rule_vectors=_cached_vectors(model, train_inputs, stopped)))
 
 
 def _diverged(config: TrainingConfig, epoch: int, step: int, what: str) -> DivergedError:
@@ -402,14 +425,15 @@ def _finish(model: MultiTaskModel, config: TrainingConfig, train_data: MultiTask
             val_data: MultiTaskDataset | None, history: list[dict[str, Any]], best_epoch: int | None,
             best_metrics: dict[str, float], stopped: bool, stopped_early: bool, steps: int, started: float,
             head_fit: dict[str, Any] | None = None, measured_on: str = HELD_OUT,
-            rule_vectors: Callable[[torch.Tensor], torch.Tensor] | None = None) -> TrainResult:
+            rule_vectors: Callable[[torch.Tensor], torch.Tensor] | None = None,
+            breakdown: dict[str, Any] | None = None) -> TrainResult:
     """The run's result, and its record on the model (what the saved folder and the card will say), and
     the topic head's unsure rule (``rule_vectors``: see _fit_confidence)."""
     model.eval()
     _fit_confidence(model, config, train_data, rule_vectors, stopped)
     result = TrainResult(history=history, best_epoch=best_epoch, best_metrics=best_metrics, stopped=stopped,
                          stopped_early=stopped_early, steps=steps, seconds=time.perf_counter() - started,
-                         freeze=freeze_report(model), measured_on=measured_on)
+                         freeze=freeze_report(model), measured_on=measured_on, breakdown=breakdown)
     model.record = TrainingRecord(
         config=config, train_data=train_data.summary(), validation_data=val_data.summary() if val_data is not None else None,
         files=model.record.files, epochs_run=len(history), best_epoch=best_epoch, stopped=stopped, steps=steps,
@@ -486,13 +510,14 @@ def _baseline(model: MultiTaskModel, val_data: MultiTaskDataset | None, tasks: t
                           "measures the model on held-out rows, and there are none for its tasks")
     yield StartEvent(total_steps=0, steps_per_epoch=0, freeze=report, cached=False)
     batch_size = max(config.batch_size, 64)
-    loss, losses, metrics = _validate(model, _inputs(model, val_data, batch_size), val_tasks,
-                                      MultiTaskLoss(config.task_weights), batch_size)
+    loss, losses, metrics, topics = _validate(model, _inputs(model, val_data, batch_size), val_tasks,
+                                              MultiTaskLoss(config.task_weights), batch_size)
     yield ValidationEvent(epoch=0, loss=loss, losses=losses, metrics=metrics, is_best=True)
     model.eval()
     history = [{"epoch": 0, "validation": {"loss": loss, **losses}, "metrics": metrics}]
     yield DoneEvent(TrainResult(history=history, best_epoch=None, best_metrics=metrics, stopped=False,
-                                stopped_early=False, steps=0, seconds=time.perf_counter() - started, freeze=report))
+                                stopped_early=False, steps=0, seconds=time.perf_counter() - started, freeze=report,
+                                breakdown=topics))
 
 
 def _fits_exactly(model: MultiTaskModel, config: TrainingConfig) -> bool:
@@ -527,9 +552,10 @@ def _folds(labels: torch.Tensor, k: int, seed: int) -> torch.Tensor:
 
 
 def _cross_validated(model: MultiTaskModel, X: torch.Tensor, y: dict[str, torch.Tensor], rows: dict[str, torch.Tensor],
-                     tasks: tuple[str, ...], seed: int) -> dict[str, float]:
+                     tasks: tuple[str, ...], seed: int) -> tuple[dict[str, float], dict[str, Any] | None]:
     """Held-out figures by k-fold cross-validation over every row (each row predicted by a fit without it),
-    with the same penalties as the real fit. Leaves the heads set to the last fold's fit."""
+    with the same penalties as the real fit, and the topics' breakdown of those predictions. Leaves the heads
+    set to the last fold's fit."""
     k = len(X) if len(X) <= LEAVE_ONE_OUT_UP_TO else CV_FOLDS
     folds = _folds(y["classification"], k, seed)
     logits = torch.zeros(len(X), len(model.class_names)) if "classification" in tasks else None
@@ -546,7 +572,8 @@ def _cross_validated(model: MultiTaskModel, X: torch.Tensor, y: dict[str, torch.
             logits[held] = out.logits
         if scores is not None:
             scores[held] = out.sentiment
-    return task_metrics(model, logits, scores, y["classification"], y["sentiment"])
+    return (task_metrics(model, logits, scores, y["classification"], y["sentiment"]),
+            topic_breakdown(model, logits, y["classification"]))
 
 
 def _set_linear(linear: torch.nn.Linear, weight: torch.Tensor, bias: torch.Tensor) -> None:
@@ -610,6 +637,7 @@ def _fit_heads_exactly(model: MultiTaskModel, train_data: MultiTaskDataset, val_
 
     history: list[dict[str, Any]] = []
     best_metrics: dict[str, float] = {}
+    breakdown: dict[str, Any] | None = None  # of the predictions best_metrics come from
     global_step, stopped, converged, W_b = 0, False, "classification" not in tasks, None
     for epoch in range(config.epochs):
         sums, steps = {}, 0
@@ -644,6 +672,7 @@ def _fit_heads_exactly(model: MultiTaskModel, train_data: MultiTaskDataset, val_
             loss = loss_fn(out.logits, out.sentiment, val_labels, val_targets)
             losses = {t: float(v) for t, v in loss.per_task.items()}
             best_metrics = task_metrics(model, out.logits, out.sentiment, val_labels, val_targets)
+            breakdown = topic_breakdown(model, out.logits, val_labels)
             entry["validation"], entry["metrics"] = {"loss": float(loss.total), **losses}, best_metrics
             yield ValidationEvent(epoch=epoch, loss=float(loss.total), losses=losses, metrics=best_metrics, is_best=True)
         history.append(entry)
@@ -660,7 +689,7 @@ def _fit_heads_exactly(model: MultiTaskModel, train_data: MultiTaskDataset, val_
         every_y = {t: torch.cat([y[t], y_val[t]]) for t in y}
         every_rows = {t: torch.cat([rows[t], val_rows[t]]) for t in rows}
         if len(every) < CROSS_VALIDATE_BELOW:  # too few held-out rows to judge on: cross-validate over all
-            best_metrics = _cross_validated(model, every, every_y, every_rows, tasks, config.seed)
+            best_metrics, breakdown = _cross_validated(model, every, every_y, every_rows, tasks, config.seed)
             way = "leave-one-out" if len(every) <= LEAVE_ONE_OUT_UP_TO else f"{CV_FOLDS}-fold"
             measured_on = head_fit["held_out_figures"] = f"{way} cross-validation over all {len(every):,} rows"
         for task in tasks:
@@ -672,7 +701,8 @@ def _fit_heads_exactly(model: MultiTaskModel, train_data: MultiTaskDataset, val_
     head_fit["iterations"] = global_step
     best_epoch = history[-1]["epoch"] if best_metrics and history else None
     yield DoneEvent(_finish(model, config, train_data, val_data, history, best_epoch, best_metrics, stopped, False,
-                            global_step, started, head_fit, measured_on, rule_vectors=lambda rows: X[rows]))
+                            global_step, started, head_fit, measured_on, rule_vectors=lambda rows: X[rows],
+                            breakdown=breakdown))
 
 
 def fit(model: MultiTaskModel, train_data: MultiTaskDataset, val_data: MultiTaskDataset | None = None,

@@ -44,13 +44,14 @@ def client(server) -> Client:
 # -- the API surface ---------------------------------------------------------------------------------
 
 
-def test_only_the_five_named_endpoints_are_public(client):
+def test_only_the_six_named_endpoints_are_public(client):
     api = client.view_api(return_format="dict", print_info=False)
-    assert set(api["named_endpoints"]) == {"/embed", "/compare", "/classify", "/train", "/stop"}
+    assert set(api["named_endpoints"]) == {"/embed", "/compare", "/classify", "/score_csv", "/train", "/stop"}
     assert not api["unnamed_endpoints"]
     params = {name: [p["parameter_name"] for p in spec["parameters"]] for name, spec in api["named_endpoints"].items()}
     assert params["/compare"] == params["/embed"] == ["text", "pooling", "normalize"]
     assert params["/classify"] == ["text"]
+    assert params["/score_csv"] == ["file", "column"]
     assert params["/train"] == list(TRAIN_DEFAULTS)
 
 
@@ -108,6 +109,57 @@ def test_classify_gives_probabilities_that_sum_to_one_and_a_sentiment(client):
     assert len([t for t in figure(plot)["data"] if t["type"] == "bar"]) == 6  # topic bars + sentiment bar per sentence
 
 
+def test_classify_says_unsure_off_topic_and_the_tab_tells_true_failures(client):
+    from ui.classify_tab import EXAMPLE_CLASSIFY, KNOWS
+
+    examples = EXAMPLE_CLASSIFY.splitlines()
+    odd = ["This lasagna recipe needs more garlic.", "Oh great, another Monday.", "Not bad at all."]
+    _, table, predictions = client.predict("\n".join(examples + odd), api_name="/classify")
+    rows = table["data"]
+    # The tab's four examples keep confident, correct topics.
+    assert [r[1].split()[0] for r in rows[:4]] == ["Sports", "Business", "Sci/Tech", "World"]
+    assert not any(p["unsure"] for p in predictions[:4]) and all(int(r[1].split()[1][:-1]) >= 90 for r in rows[:4])
+    # What the tab says of the model's failures is what it does.
+    lasagna, monday, not_bad = rows[4:]
+    assert lasagna[1].startswith("Unsure (") and predictions[4]["unsure_reason"]
+    assert monday[2].startswith("positive") and not_bad[2].startswith("neutral")
+    for sentence in odd:
+        assert sentence in KNOWS
+
+
+def test_a_spreadsheet_scored_through_the_app_is_the_clis_file_row_for_row(client, tmp_path):
+    import csv
+
+    from core.datasets import make_synthetic
+
+    data = make_synthetic(1000, seed=3)
+    source = tmp_path / "reviews.csv"
+    with open(source, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "comment", "stars"])
+        for i, text in enumerate(data.texts):
+            writer.writerow([i, text if i != 7 else "  ", i % 5 + 1])  # one blank text: kept, left unscored
+    preview, scored, words = client.predict(handle_file(str(source)), "comment", api_name="/score_csv")
+    assert "Scored 999 of 1,000 rows" in words and "1 with a blank text" in words
+    assert len(preview["data"]) == 10 and preview["data"][0][0] == data.texts[0]
+    cli = tmp_path / "cli.csv"
+    subprocess.run([sys.executable, "-m", "core", "predict", "--csv", str(source), "--out", str(cli), "--text-column",
+                    "comment", "--quiet"],
+                   check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent)
+    page, ours = Path(scored).read_text(encoding="utf-8").splitlines(), cli.read_text(encoding="utf-8").splitlines()
+    assert len(page) == 1001 and page == ours
+    assert page[0].startswith("id,comment,stars,topic,topic_confidence,topic_unsure,p_Business")
+    # A file over the host's row limit is refused before any work, in words.
+    with pytest.raises(AppError, match="6,000 data rows; the limit here is 5,000"):
+        client.predict(handle_file(str(_rows(tmp_path, 6000))), "text", api_name="/score_csv")
+
+
+def _rows(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / f"{n}.csv"
+    path.write_text("text\n" + "".join(f"sentence {i}\n" for i in range(n)), encoding="utf-8")
+    return path
+
+
 # -- Train -------------------------------------------------------------------------------------------------
 
 
@@ -116,7 +168,7 @@ def test_a_short_run_streams_updates_and_becomes_this_visitors_model(client, tmp
     vectors_before = client.predict(SENTENCES, "mean", True, api_name="/embed")[2]["embeddings"]
 
     job = client.submit(*train_args(epochs=1), api_name="/train")
-    loss_plot, metrics, status, model_zip, note = job.result(timeout=300)
+    loss_plot, metrics, status, model_zip, note, _, _ = job.result(timeout=300)
     updates = job.outputs()
     assert len(updates) >= 3, "the run streams while it goes"
     assert any("Training" in u[2] for u in updates[:-1])
@@ -140,6 +192,25 @@ def test_a_short_run_streams_updates_and_becomes_this_visitors_model(client, tmp
     assert vectors_after == vectors_before, "training never touches the shared encoder"
 
 
+@pytest.mark.parametrize("size, checked, where", [(300, 60, "60 held-out rows"),
+                                                  (60, 60, "leave-one-out cross-validation over all 60 rows")])
+def test_a_run_shows_where_its_topics_go_wrong_on_the_rows_its_accuracy_came_from(client, size, checked, where):
+    # 300 rows: the 60 held-out ones. 60 rows: every row, each predicted by a fit without it, as the accuracy is
+    # (the exact fit's final heads learn from the held-out rows too, so these cannot be judged on them).
+    *_, status, _, _, confusion, topics = client.predict(*train_args(size=size), api_name="/train")
+    counts = heatmap_scores(confusion)
+    accuracy = re.search(r"topic accuracy ([\d.]+%)", status).group(1)
+    assert counts.sum() == checked and plots.percent(np.trace(counts) / counts.sum()) == accuracy
+    drawn = figure(confusion)
+    assert drawn["data"][0]["y"] == drawn["data"][0]["x"] == sorted(AG_NEWS)  # rows: true topic, columns: predicted
+    assert where in drawn["layout"]["title"]["text"]
+    assert topics["headers"] == ["Topic", "Precision", "Recall", "F1", "Rows"]
+    assert {row[0] for row in topics["data"]} == AG_NEWS and sum(row[4] for row in topics["data"]) == checked
+    for name, _, recall, _, rows in topics["data"]:  # recall: the share of a topic's rows on the diagonal
+        i = sorted(AG_NEWS).index(name)
+        assert rows == counts[i].sum() and recall == plots.percent(counts[i, i] / rows)
+
+
 def test_stop_ends_the_run_at_the_next_step_and_keeps_the_model(client):
     # Long enough that Stop ends it: the whole encoder trains (the most rows, small steps, many epochs).
     job = client.submit(*train_args(size=1000, epochs=100, batch_size=4, learning_rate=0.0005, preset="none"),
@@ -147,8 +218,10 @@ def test_stop_ends_the_run_at_the_next_step_and_keeps_the_model(client):
     # After the first step: a Stop before it keeps the previous model (see test_stop.py).
     wait_for(job, lambda out: re.search(r"· step [1-9]", out[2]))
     assert "Stopping" in client.predict(api_name="/stop")
-    loss_plot, metrics, status, model_zip, note = job.result(timeout=300)
+    loss_plot, metrics, status, model_zip, note, confusion, topics = job.result(timeout=300)
     assert "Stopped" in status
+    # A stopped run still shows where its topics go wrong, on the 200 held-out rows (best epoch or as it stopped).
+    assert heatmap_scores(confusion).sum() == 200 and {row[0] for row in topics["data"]} <= AG_NEWS
     assert len(metrics["data"]) < 100
     assert model_zip and Path(model_zip).stat().st_size > 0
     assert "your model" in note.lower() and all(len(p["probabilities"]) == 4 for p in classify(client))
@@ -250,6 +323,34 @@ def test_crowded_plots_stay_legible():
     for drawn in (few, plots.sentence_map(["a", "b"], np.eye(2)), plots.loss_curves({}), plots.runs_figure({}),
                    plots.prediction_figure([Prediction("x", "A", {"A": 1.0}, 0.1)], ["A"])):
         assert drawn.layout.template.layout.paper_bgcolor == "rgba(0,0,0,0)" and drawn.layout.paper_bgcolor is None
+
+
+def test_the_confusion_figure_counts_true_topics_down_the_rows_and_stays_legible():
+    matrix = [[5, 1, 0], [2, 6, 0], [0, 0, 4]]
+    fig = plots.confusion_figure(["World", "Sports", "Business"], matrix, note="18 held-out rows")
+    (heat,) = fig.data
+    assert [list(row) for row in heat.z] == matrix and list(heat.y) == list(heat.x) == ["World", "Sports", "Business"]
+    assert heat.texttemplate == "%{z}" and not heat.showscale  # room in each cell: the counts are written
+    assert list(heat.customdata[1][0]) == ["Sports", "World", "25%"]  # 2 of Sports' 8 rows went to World
+    assert fig.layout.yaxis.type == fig.layout.xaxis.type == "category" and fig.layout.yaxis.autorange == "reversed"
+    assert fig.layout.title.text.startswith("Rows: true topic · columns: predicted") and "18 held-out rows" in \
+        fig.layout.title.text and not fig.layout.xaxis.title.text and not fig.layout.yaxis.title.text
+    assert len(fig.layout.shapes) == 3  # the diagonal, outlined
+    assert fig.layout.template.layout.paper_bgcolor == "rgba(0,0,0,0)" and fig.layout.paper_bgcolor is None
+    # Many topics: no room for numbers on a phone, so the colour bar gives the scale; long names are cut short,
+    # and numbered when cutting makes two of them the same.
+    names = [f"A rather long topic name {i}" for i in range(12)]
+    many = plots.confusion_figure(names, np.eye(12, dtype=int) * 3)
+    assert many.data[0].texttemplate == "" and many.data[0].showscale
+    assert many.data[0].y[0] == "1. A rather lo…" and list(many.data[0].x[:2]) == ["1", "2"]  # columns: numbers
+    assert len(set(many.data[0].y)) == 12 and many.data[0].customdata[0][0][0] == names[0]
+    bbc = plots.confusion_figure(["business", "entertainment", "politics", "sport", "tech"], np.eye(5, dtype=int) * 150)
+    assert list(bbc.data[0].x) == list(bbc.data[0].y) == ["business", "entertainme…", "politics", "sport", "tech"]
+    assert bbc.data[0].texttemplate == "%{z}" and not bbc.data[0].showscale  # five cells: room for 3 digits
+    eight = plots.confusion_figure(list("abcdefgh"), np.eye(8, dtype=int) * 100)
+    assert eight.data[0].texttemplate == "" and list(eight.data[0].x) == list("abcdefgh")  # 3 digits: no room at 8
+    broken = plots.confusion_figure(["a", "b"], [[1, 2, 3]])
+    assert not broken.data and "Could not draw this plot" in broken.layout.annotations[0].text
 
 
 def test_words_for_scores():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
@@ -87,7 +89,7 @@ def open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
 
-def test_a_visitor_clicks_through_all_four_tabs(page):
+def test_a_visitor_clicks_through_all_four_tabs(page, tmp_path):
     from playwright.sync_api import expect
 
     # Embed & compare: the examples are drawn on arrival; the visitor types their own and compares.
@@ -163,10 +165,46 @@ def test_a_visitor_clicks_through_all_four_tabs(page):
     # The stopped run's model is now this visitor's model.
     open_tab(page, "Classify")
     expect(page.locator("#model-note")).to_contain_text("your model")
+    page.locator("#classify-text textarea").fill("The striker scored twice.\nShares fell after weak earnings.")
     page.locator("#classify-btn").click()
-    expect(page.locator("#classify-table")).to_contain_text("Sports")
-    page.locator("#default-btn").click()
+    done = """() => { const t = document.querySelector('#classify-table').innerText;
+                      return t.includes("The striker scored twice.") && !/processing|queue|[0-9]s\\n/.test(t); }"""
+    page.wait_for_function(done)
+    mine = page.locator("#classify-table tbody").inner_text()
+    # The model picker: the shipped model, and back to the run, whose answers come back as they were.
+    page.locator("#model-picker input").click()
+    page.get_by_role("option", name="The shipped model").click()
     expect(page.locator("#model-note")).to_contain_text("the shipped model")
+    page.locator("#model-picker input").click()
+    page.get_by_role("option", name="#1 · nothing frozen").click()
+    expect(page.locator("#model-note")).to_contain_text("your model")
+    page.locator("#classify-btn").click()
+    page.wait_for_function(done)
+    assert page.locator("#classify-table tbody").inner_text() == mine
+
+    # A spreadsheet scored through the page with the shipped model: the file the command line writes, row for row.
+    page.locator("#model-picker input").click()
+    page.get_by_role("option", name="The shipped model").click()
+    expect(page.locator("#model-note")).to_contain_text("the shipped model")
+    from core.datasets import make_synthetic
+
+    source = tmp_path / "reviews.csv"  # 1,000 rows: three of ours, then synthetic ones
+    texts = ["The striker scored twice.", "Shares fell after weak earnings.", "This lasagna recipe needs more garlic.",
+             *make_synthetic(997, seed=1).texts]
+    source.write_text("id,comment\n" + "".join(f'{i},"{t}"\n' for i, t in enumerate(texts, 1)), encoding="utf-8")
+    page.get_by_text("Score your own spreadsheet (CSV)").click()
+    page.locator("#score-file input[type=file]").set_input_files(str(source))
+    expect(page.locator("#score-column input")).to_have_value("comment")
+    page.locator("#score-btn").click()
+    expect(page.locator("#score-note")).to_contain_text("Scored 1,000 of 1,000 rows")
+    expect(page.locator("#score-preview")).to_contain_text("Unsure (")
+    with page.expect_download() as download:
+        page.locator("#score-out a").first.click()
+    cli = tmp_path / "cli.csv"
+    subprocess.run([sys.executable, "-m", "core", "predict", "--csv", str(source), "--out", str(cli),
+                    "--text-column", "comment", "--quiet"], check=True, cwd=ROOT)
+    assert Path(download.value.path()).read_bytes() == cli.read_bytes()
+    shot(page, "2b-scored")
 
     open_tab(page, "Guide")
     expect(page.get_by_role("heading", name="What is an embedding?")).to_be_visible()

@@ -305,7 +305,7 @@ def test_predict_csv_writes_every_row_scored_and_says_what_it_did(tiny_model_dir
     out = tmp_path / "scored.csv"
     assert main(["predict", "--model", str(tiny_model_dir), "--csv", str(src), "--out", str(out),
                  "--text-column", "Review", "--json", "--quiet"]) == 0
-    added = ["topic", "topic_confidence", "p_Business", "p_Sci/Tech", "p_Sports", "sentiment", "truncated"]
+    added = ["topic", "topic_confidence", "topic_unsure", "p_Business", "p_Sci/Tech", "p_Sports", "sentiment", "truncated"]
     assert json.loads(capsys.readouterr().out) == {"csv": str(src), "out": str(out), "rows": 3, "scored": 2, "blank": 1,
                                                    "truncated": 0, "columns_added": added}
     header, *rows = list(csv.reader(out.open(newline="")))

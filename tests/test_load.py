@@ -99,7 +99,7 @@ def test_eight_visitors_classify_while_one_trains(limited_server, tmp_path):
     for v in visitors:
         v.join(timeout=max(1.0, DEADLINE_S - (time.monotonic() - began)))
 
-    *_, status, model_zip, note = run.result(timeout=60)
+    _, _, status, model_zip, note, *_ = run.result(timeout=60)
     assert f"Stopped at this server's limit of {RUN_LIMIT_S:g} s per run" in status, status
     assert training_until - training_from >= RUN_LIMIT_S / 2, "the run should have trained for most of its 30 s"
     assert all(set(p["probabilities"]) == set(PETS) for p in classify(trainer)), "the trainer uses their model"
@@ -120,7 +120,7 @@ def test_eight_visitors_classify_while_one_trains(limited_server, tmp_path):
     assert len(during) >= VISITORS, "too few calls landed while the run trained to measure anything"
     median = statistics.median(during)
     assert places and all(isinstance(rank, int) and rank >= 0 and size >= 1 for rank, size in places), places
-    *_, queued_status, _, _ = queued.result(timeout=120)
+    _, _, queued_status, *_ = queued.result(timeout=120)
     assert "Done" in queued_status, queued_status
 
     report = {"visitors": VISITORS, "calls": len(calls), "calls_during_training": len(during),

@@ -515,7 +515,7 @@ def test_app_samples_a_csv_over_the_row_limit_and_says_so(client, tmp_path):
     kinds = ["cats", "dogs"]
     rows = "".join(f"My {kinds[i % 2][:-1]} number {i} is lovely.,{kinds[i % 2]}\n" for i in range(MAX_ROWS + 50))
     path = write_csv(tmp_path, ("\ufefftext,label\n" + rows).encode())  # with a byte-order mark, as Excel writes
-    *_, status, model_zip, note = client.predict(*train_args(source="csv", csv_file=handle_file(str(path)), epochs=1),
+    _, _, status, model_zip, note, *_ = client.predict(*train_args(source="csv", csv_file=handle_file(str(path)), epochs=1),
                                                  api_name="/train")
     assert f"Data: {MAX_ROWS:,} of {MAX_ROWS + 50:,} data.csv (a sample: this server's limit is {MAX_ROWS:,} rows " \
            "per run)" in status
@@ -527,10 +527,40 @@ def test_app_trains_on_a_model_the_host_allowed(client, tmp_path):
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/train"]
     (choice,) = [p for p in api["parameters"] if p["parameter_name"] == "base_model"]
     assert "all-MiniLM-L6-v2" in choice["python_type"]["type"]  # SENTENCE_LAB_MODELS extends the list
-    *_, status, model_zip, note = client.predict(*train_args(size=40, epochs=1, base_model="all-MiniLM-L6-v2"),
+    _, _, status, model_zip, note, *_ = client.predict(*train_args(size=40, epochs=1, base_model="all-MiniLM-L6-v2"),
                                                  api_name="/train")
     assert "Done" in status and "with all-MiniLM-L6-v2" in note
     with zipfile.ZipFile(model_zip) as archive:
         archive.extractall(tmp_path)
     assert json.loads((tmp_path / "sentence-lab-model" / "config.json").read_text())["encoder"]["model_name"] == \
         "all-MiniLM-L6-v2"
+
+
+# -- a model zip a visitor uploads (the Classify tab's model picker) -------------------------------------
+
+
+@pytest.mark.parametrize("entries, link, says", [
+    ({"../evil.txt": b"x"}, None, "points outside the model's folder"),
+    ({"/etc/cron.d/evil": b"x"}, None, "points outside the model's folder"),
+    ({"m/config.json": b"{}"}, "m/heads.safetensors", "is a link"),
+    ({f"m/f{i}": b"" for i in range(100)}, None, "100 entries"),
+    ({"m/config.json": b"{}", "m/big.bin": b"\0" * 3_000_000}, None, "over 2 MB once unpacked"),  # deflates to KBs
+    ({"a/config.json": b"{}", "b/config.json": b"{}"}, None, "no config.json at its top or in its one folder"),
+])
+def test_an_uploaded_model_zip_cannot_reach_outside_its_folder_or_grow_without_bound(tmp_path, entries, link, says):
+    from core.folders import extract_zip
+
+    archive = tmp_path / "upload.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        if link:  # a symbolic link entry, as `zip --symlinks` writes it
+            info = zipfile.ZipInfo(link)
+            info.external_attr = 0o120777 << 16
+            zf.writestr(info, "/etc/passwd")
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(ModelFolderError, match=re.escape(says)):
+        extract_zip(archive, dest, max_bytes=2 * 2**20)
+    assert not (tmp_path / "evil.txt").exists() and all(p.is_relative_to(dest) for p in dest.rglob("*"))
+    assert sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) <= 2 * 2**20

@@ -54,7 +54,7 @@ def test_every_row_is_written_with_the_models_answers_and_blank_texts_are_kept(t
     summary = score_csv(tiny_model, src, out, batch_size=2)
 
     classes = tiny_model.class_names
-    added = ["topic", "topic_confidence", *(f"p_{c}" for c in classes), "sentiment", "truncated"]
+    added = ["topic", "topic_confidence", "topic_unsure", *(f"p_{c}" for c in classes), "sentiment", "truncated"]
     assert summary == ScoreSummary(rows=4, scored=3, blank=1, truncated=0, columns_added=added, out=out)
     header, *rows = _rows(out)
     assert header == ["id", "Text", "label", *added]
@@ -66,6 +66,7 @@ def test_every_row_is_written_with_the_models_answers_and_blank_texts_are_kept(t
         cells = dict(zip(added, row[3:]))
         assert cells["topic"] == p.label and cells["truncated"] == "false"
         assert float(cells["topic_confidence"]) == pytest.approx(p.probabilities[p.label], abs=1e-4)
+        assert cells["topic_unsure"] == ("true" if p.unsure else "false")
         for c in classes:
             assert float(cells[f"p_{c}"]) == pytest.approx(p.probabilities[c], abs=1e-4)
             assert len(cells[f"p_{c}"].split(".")[1]) == 4  # 4 decimals
@@ -231,3 +232,13 @@ def test_memory_stays_the_same_for_ten_times_the_rows(tiny_model, tmp_path, one_
     assert len(_rows(tmp_path / "out.csv")) == 20_001
     # Holding the rows would take ten times the memory; a batch at a time takes the same.
     assert large < 1.5 * small, (small, large)
+
+
+def test_the_page_guesses_the_text_column_by_its_longest_cells(tmp_path):
+    from core.scoring import guess_text_column
+
+    path = tmp_path / "reviews.csv"
+    path.write_text("id,comment,stars\n1,A fine film with a moving end.,5\n2,Dull.,1\n", encoding="utf-8")
+    assert guess_text_column(path) == "comment"
+    (tmp_path / "empty.csv").write_text("id,comment\n", encoding="utf-8")
+    assert guess_text_column(tmp_path / "empty.csv") is None and guess_text_column(tmp_path / "missing.csv") is None

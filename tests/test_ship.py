@@ -21,9 +21,23 @@ def _instructions(name: str) -> list[str]:
     return [line.split(None, 1)[1].strip() for line in text.splitlines() if line.upper().startswith(name + " ")]
 
 
-def _readme_app_command() -> str:
+def _readme_app_commands() -> list[str]:
     quick = README.split("## Quick start", 1)[1]
-    return re.search(r"```bash\n(.+?)\n```", quick, re.S).group(1).strip()
+    return re.search(r"```bash\n(.+?)\n```", quick, re.S).group(1).strip().splitlines()
+
+
+def _readme_app_command() -> str:
+    """The line that installs and runs the app (the lines before make the virtual environment, take torch)."""
+    return _readme_app_commands()[-1]
+
+
+def test_the_quick_start_makes_a_virtual_environment_and_takes_torchs_cpu_build():
+    venv, torch_line, _ = _readme_app_commands()
+    assert venv == "python3 -m venv .venv && . .venv/bin/activate"  # Debian and Ubuntu refuse a system-wide pip
+    assert torch_line.startswith("pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu")
+    assert "--retries 0" in torch_line  # where that index cannot be reached, pip gives up at once
+    pinned = re.search(r"^torch==(\S+)", (ROOT / "requirements.txt").read_text(), re.M).group(1)
+    assert torch_line.split()[2] == f"torch=={pinned}"
 
 
 def test_hadolint_passes_at_warning_level():

@@ -107,6 +107,7 @@ def test_stop_at_random_steps_leaves_the_previous_or_the_partly_trained_model(la
             outcomes.append("previous")
             assert session.model is previous, f"run {run}: stopped before learning anything, yet the model changed"
             assert same_weights(before, weights(previous if previous is not None else lab.shared.default_model))
+            assert not outputs[-1][6].data and outputs[-1][7].empty  # nothing learned: nothing to break down
         else:
             assert session.model is not previous, f"run {run}: {status}"
             stopped = re.search(r"\*\*Stopped\*\* after (\d+) steps", status)
@@ -128,6 +129,11 @@ def test_stop_at_random_steps_leaves_the_previous_or_the_partly_trained_model(la
                 assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
             config = json.loads((folder / "sentence-lab-model" / "config.json").read_text())
             assert config["encoder_weights"] == ("base" if preset == "encoder" else "stored")
+            # Where its topics go wrong, stopped or not: on the 12 held-out rows, or on all 60 when a finished
+            # exact fit cross-validated (its final heads learned from the held-out rows too).
+            confusion, topics = outputs[-1][6], outputs[-1][7]
+            assert np.sum(confusion.data[0].z) == (60 if "cross-validation" in status else 12), status
+            assert set(topics["Topic"]) <= set(CLASSES) and topics["Rows"].sum() == np.sum(confusion.data[0].z)
         check_classify(lab, session)
     print(f"\nStop at random steps, {RUNS} runs: " + ", ".join(f"{outcomes.count(k)} {k}" for k in sorted(set(outcomes))))
     assert outcomes.count("previous") >= 2 and outcomes.count("partial") >= 10, outcomes
@@ -226,7 +232,7 @@ def test_stop_through_the_app_keeps_a_usable_model(limited_server, delay):
     wait_for(job, lambda out: "Preparing" in out[2])  # the run has begun: 0 s lands before its first step
     time.sleep(delay)
     reply = client.predict(api_name="/stop")
-    *_, status, model_zip, note = job.result(timeout=300)
+    _, _, status, model_zip, note, *_ = job.result(timeout=300)
     print(f"\nStop after {delay} s: {reply!r} -> {status.split('<br>')[0]}")
     after = classify(client)
     assert all(set(p["probabilities"]) == AG_NEWS for p in after)
@@ -256,6 +262,10 @@ def test_everything_frozen_measures_the_model_in_use_and_keeps_it(lab):
     _, val_set = TrainForm(size=60).data(lab.shared)[0].split(train_tab.VAL_FRACTION, seed=0)
     accuracy = evaluate(lab.shared.default_model, val_set)["accuracy"]
     assert f"topic accuracy {plots.percent(accuracy)}" in status
+    # Where the model in use goes wrong, on the same held-out rows
+    confusion = evaluate(lab.shared.default_model, val_set, breakdown=True)["confusion"]
+    assert [list(row) for row in outputs[-1][6].data[0].z] == confusion["matrix"]
+    assert list(outputs[-1][6].data[0].y) == confusion["classes"] == CLASSES
 
 
 def test_a_head_frozen_run_starts_from_the_model_in_use_and_keeps_that_head(lab):
@@ -446,3 +456,41 @@ def test_a_run_waiting_in_the_queue_can_be_stopped_and_a_second_one_from_the_pag
     assert visitors.admit("10.0.0.1", "page-1", run=True) is None  # it ended: the page may train again
     assert len(list(lab.train(session, page, **form))) > 1 and len(session.runs) == 1
     assert lab.stop(session, page) == "No run is going. Press **Start** to train."
+
+
+def test_choosing_the_shipped_model_and_back_gives_each_run_its_own_answers_again(lab, tmp_path):
+    """The Classify tab's model picker: choosing never loses a model, and an uploaded zip becomes one."""
+    tab = ClassifyTab(lab.shared)
+    session = Session()
+    answers = {}
+    list(lab.run(TrainForm(size=40, seed=6, preset="encoder"), session))  # #1: heads only
+    answers[1] = check_classify(lab, session)
+    list(lab.run(TrainForm(size=40, seed=5, preset="none", epochs=1, batch_size=8), session))  # #2: the encoder trains
+    answers[2] = check_classify(lab, session)
+    shipped = None
+    for choice in ("shipped", "run:2", "shipped", "run:1", "shipped", "run:1"):  # back and forth: nothing is lost
+        note, picker, _ = tab.choose(choice, session)
+        got = check_classify(lab, session)
+        if choice == "shipped":
+            assert "the shipped model" in note and session.model is None and picker.value == "shipped"
+            shipped = shipped or got
+            assert [p["probabilities"] for p in got] == [p["probabilities"] for p in shipped]
+        else:
+            number = int(choice[4:])
+            assert f"run #{number}" in note and picker.value == choice
+            for a, b in zip(got, answers[number]):
+                assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
+    assert [value for _, value in session.choices()] == ["shipped", "run:2", "run:1"]
+
+    # A saved model, as the Train tab's Download gives it, uploaded: a model like any run, with run #1's answers.
+    archive = train_tab.zip_folder(session.model.save(tmp_path / "sentence-lab-model"))
+    note, picker, _ = tab.upload(str(archive), session)
+    assert "uploaded as sentence-lab-model.zip" in note and picker.value == "run:3"
+    for a, b in zip(check_classify(lab, session), answers[1]):
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
+    # Anything else is refused in words, and the model in use stays.
+    (tmp_path / "notes.txt").write_text("not a model")
+    for bad, says in ((tmp_path / "notes.txt", "not a zip file"), (tmp_path / "missing.zip", "not a model")):
+        with pytest.raises(gr.Error, match=says):
+            tab.upload(str(bad), session)
+    assert session.active_run == 3

@@ -89,6 +89,32 @@ def test_the_status_says_where_its_figures_come_from_and_when_they_are_rough():
     assert weak.startswith("<br>**It barely learned:** on leave-one-out cross-validation over all 24 rows its topic")
 
 
+def test_the_per_topic_table_puts_the_weakest_topic_first_and_writes_percentages_as_the_tab_does():
+    import torch
+
+    from core.losses import IGNORE_LABEL
+    from core.training import topic_breakdown
+    from ui.train_tab import TOPIC_COLUMNS, breakdown_outputs, topic_table
+
+    class Heads:  # what topic_breakdown reads of a model
+        class_names = ["Business", "Sports", "World", "Weather"]
+
+    # True topics down, predictions across: Sports is always right, Business half the time, World is never
+    # predicted, and Weather neither has rows nor is predicted. The last row has no topic and counts nowhere.
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2, IGNORE_LABEL])
+    predicted = torch.tensor([0, 0, 1, 1, 1, 1, 1, 0, 1, 2])
+    breakdown = topic_breakdown(Heads(), torch.nn.functional.one_hot(predicted, 4).float(), labels)
+    assert breakdown["confusion"]["matrix"] == [[2, 2, 0, 0], [0, 3, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]]
+    table = topic_table(breakdown)
+    assert list(table.columns) == TOPIC_COLUMNS
+    assert table.values.tolist() == [["World", "—", "0%", "0%", 2],  # never predicted: no precision to give
+                                     ["Business", "66.7%", "50%", "57.1%", 4],
+                                     ["Sports", "50%", "100%", "66.7%", 3]]
+    assert topic_breakdown(Heads(), None, labels) is None and topic_table(None).columns.tolist() == TOPIC_COLUMNS
+    figure, empty = breakdown_outputs(None, missing="This data has no topics.")
+    assert not figure.data and figure.layout.annotations[0].text == "This data has no topics." and empty.empty
+
+
 def test_the_runs_figure_draws_one_line_per_run_and_marks_the_one_in_use():
     fig = runs_figure({"#1 encoder frozen": [(1, 0.4)], "#2 nothing frozen": [(1, 0.5), (2, 0.3)]},
                             active="#2 nothing frozen")

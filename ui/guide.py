@@ -64,6 +64,33 @@ On top of the shared encoder sit two small **heads**: a *topic* head that gives 
 for each topic (they add up to 100%), and a *sentiment* head that gives one score from −1 (very
 negative) through 0 (neutral) to +1 (very positive). The shipped model learned topics from AG
 News headlines (World, Sports, Business, Sci/Tech) and sentiment from movie reviews (SST).
+
+## How sure is the model? What it knows, where it fails
+
+A topic head must always pick one of its topics, even for *“This lasagna recipe needs more
+garlic.”*, which is no news at all. So a topic is shown as **Unsure**, with the model's best guess
+in brackets, in two cases:
+
+- **Its top topic is a weak guess**: under a third of the way from a blind guess to certainty,
+  which is 50% for four topics (67% for two).
+- **The sentence is unlike what the head learnt from**: its vector is further from every one of
+  up to 16 summary points per topic of the training sentences than 97 in 100 held-out training
+  sentences are. The cut-off comes from the training data itself, so a model you train gets its
+  own. The probability alone is not enough: *“I'm learning to knit a scarf.”* gets World 84%.
+
+On the shipped model this marks 9 of 10 everyday sentences (food, music, weather, pets...) as
+unsure, while the Classify tab's four news examples stay sure and right (95–98%). On AG News test
+headlines 5.7% are unsure; the model is right 90% of the time on the rest, 63% on those.
+
+**What the shipped model knows:** the topic of English news and the mood of English movie-review
+sentences. **Where it fails:**
+
+- **Sarcasm:** *“Oh great, another Monday.”* reads positive.
+- **Negation, sometimes:** *“Not bad at all.”* reads neutral rather than positive.
+- **Other languages:** *“Der Bundestag hat das neue Gesetz beschlossen.”* gets an unsure topic,
+  and its mood is a guess: the encoder learnt from English.
+- **Anything that is not news:** its topic is unsure, or, now and then, a confident wrong one
+  (*“The baby finally slept through the night.”*: World 68%).
 """
 
 SETTINGS = """

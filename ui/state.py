@@ -69,6 +69,7 @@ class Limits:
     # encoder reads at most 256 tokens (~1,500 characters) anyway, so this only bounds the work.
     max_chars: int = 20_000
     max_upload_mb: float = 10.0  # SENTENCE_LAB_MAX_UPLOAD_MB: a CSV of 1,000 rows is ~0.1 MB
+    max_score_rows: int = 5000  # SENTENCE_LAB_MAX_SCORE_ROWS: rows of a CSV scored in Classify (~70 a second here)
     max_queue: int = 64  # SENTENCE_LAB_MAX_QUEUE: requests waiting, all visitors; then "the queue is full"
     # SENTENCE_LAB_MAX_TRAINED_ENCODERS: encoders trained by visitors that the server keeps, all sessions
     # together (each ~135 MB: fp32 weights and their bf16 copy); past it the least recently used is let go.
@@ -91,6 +92,7 @@ class Limits:
                    max_sentences=_env_number("SENTENCE_LAB_MAX_SENTENCES", cls.max_sentences),
                    max_chars=_env_number("SENTENCE_LAB_MAX_CHARS", cls.max_chars),
                    max_upload_mb=_env_number("SENTENCE_LAB_MAX_UPLOAD_MB", cls.max_upload_mb, float),
+                   max_score_rows=_env_number("SENTENCE_LAB_MAX_SCORE_ROWS", cls.max_score_rows),
                    max_queue=_env_number("SENTENCE_LAB_MAX_QUEUE", cls.max_queue),
                    max_trained_encoders=_env_number("SENTENCE_LAB_MAX_TRAINED_ENCODERS", cls.max_trained_encoders),
                    idle_minutes=_env_number("SENTENCE_LAB_IDLE_MINUTES", cls.idle_minutes, float),
@@ -267,6 +269,7 @@ except (OSError, AttributeError):
 # -- one visitor ------------------------------------------------------------------------------------------
 
 MAX_RUNS = 20  # runs a session remembers; the oldest is forgotten first
+SHIPPED_CHOICE = "The shipped model (English news topics, movie-review sentiment)"
 MAX_PINNED = 1  # encoder runs a session may pin (90 MB each), beside the one in use
 
 
@@ -291,6 +294,7 @@ class Run:
     heads: dict[str, Tensor] | None = None  # heads-only runs: their tensors, on the CPU
     model: MultiTaskModel | None = field(default=None, repr=False)  # encoder runs, while in use or pinned
     pinned: bool = False  # an encoder run whose weights stay when another model comes into use
+    confidence: Any = None  # heads-only runs: the topic head's unsure rule (core.confidence), restored with the heads
 
     @property
     def name(self) -> str:
@@ -315,6 +319,7 @@ class Session:
         self.active_run: int | None = None  # the number of the run in use; None: the shipped model
         self.notice = ""  # what the server let go of, told to the visitor at their next request (take_notice)
         self.key: str | None = None  # Gradio's session hash, once a request has shown it (Holders, unload)
+        self.scored_dir: Path | None = None  # the last CSV the visitor scored in Classify, until the next one
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Session:
         new = Session()
@@ -335,6 +340,16 @@ class Session:
         self.set_model(model, about)
         self._activate(run.number)
 
+    def add_upload(self, model: MultiTaskModel, name: str) -> Run:
+        """A model the visitor uploaded becomes one of their runs (kept like one) and the model in use."""
+        own = not model.encoder_is_pretrained()
+        run = Run(number=self.runs[-1].number + 1 if self.runs else 1, data=name, strategy="uploaded", epochs=0,
+                  seconds=0.0, metrics={}, curve=[], base=model.encoder.config.model_name,
+                  heads_config=model.heads_config, heads=None if own else folders.flatten(model.head_parts()),
+                  confidence=None if own else model.confidence)
+        self.add_run(run, model, f"uploaded as {name}")
+        return run
+
     def use_run(self, number: int, shared: Shared) -> Run:
         """Make run ``number`` the model in use again (ConfigError when it cannot be any more)."""
         run = self._run(number)
@@ -347,6 +362,8 @@ class Session:
             encoder = shared.encoder_for_run(shared.base_encoder(run.base), changes_weights=False)
             model = MultiTaskModel(encoder, run.heads_config).eval()
             folders.load_parts(Path(f"run #{number}"), run.heads, model.head_parts(), "its settings")
+            if run.confidence is not None:
+                model.confidence = run.confidence
         self.set_model(model, f"run #{number}: {run.strategy} on {run.data}")
         self._activate(number)
         return run
@@ -407,12 +424,33 @@ class Session:
         return self.model if self.model is not None else shared.default_model
 
     def use_shipped(self) -> None:
-        """Back to the shipped model: no run is in use."""
+        """Back to the shipped model: no run is in use. The run that was keeps its weights, so choosing it
+        again gives its answers again; they go only when another run comes into use (or the server needs them)."""
         self.set_model(None)
-        self._activate(None)
+        self.active_run = None
+
+    def choices(self) -> list[tuple[str, str]]:
+        """The models this visitor can choose, as (words, value): the shipped one, then their runs, newest first."""
+        runs = [(f"#{r.number} · {r.strategy} · {r.data}" + ("" if r.heads is not None or r.model is not None
+                                                               else " (weights let go)"), f"run:{r.number}")
+                for r in reversed(self.runs)]
+        return [(SHIPPED_CHOICE, "shipped"), *runs]
+
+    def chosen(self) -> str:
+        """The value of the model in use among ``choices``."""
+        return f"run:{self.active_run}" if self.active_run is not None else "shipped"
+
+    def scored_file(self, name: str) -> Path:
+        """A fresh place for a scored CSV; the previous one goes."""
+        if self.scored_dir is not None:
+            shutil.rmtree(self.scored_dir, ignore_errors=True)
+        self.scored_dir = Path(tempfile.mkdtemp(prefix="sentence-lab-scored-"))
+        return self.scored_dir / name
 
     def close(self) -> None:
         """Gradio calls this when the visitor's session expires: stop their run, drop their models."""
+        if self.scored_dir is not None:
+            shutil.rmtree(self.scored_dir, ignore_errors=True)
         self.stop.set()
         self.use_shipped()
         self.runs = []

@@ -21,7 +21,7 @@ import pandas as pd
 
 from core import (Deadline, DoneEvent, EpochEvent, MultiTaskModel, PrepareEvent, StartEvent, StepEvent, TrainingConfig,
                   TrainResult, ValidationEvent)
-from core import folders, plots, train
+from core import evaluate, folders, plots, train
 from core.training import CROSS_VALIDATE_BELOW, HELD_OUT
 from core.errors import ConfigError
 from core.export import export
@@ -67,6 +67,14 @@ METRIC_COLUMNS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "mae": "MAE", 
 
 PERCENT_COLUMNS = ("Accuracy", "Macro-F1")
 METRIC_NOTE = "<small>" + " · ".join(f"**{name}**: {words}" for name, words in plots.METRIC_HELP.items()) + "</small>"
+TOPIC_COLUMNS = ["Topic", "Precision", "Recall", "F1", "Rows"]
+NO_BREAKDOWN = "Press Start: where the topics<br>go wrong shows here."  # <br>: a phone is ~300 px wide
+BREAKDOWN_HEIGHT = 240  # the placeholder's: a message needs less room than a matrix
+BREAKDOWN_NOTE = ("<small>**Where the topics go wrong**, on the rows the topic accuracy above was measured on: "
+                  "each row of the matrix is a true topic, each column the topic predicted, so the outlined "
+                  "diagonal holds the right answers · **Precision**: of the rows given a topic, the share that "
+                  "have it · **Recall**: of a topic's rows, the share given it · **F1**: the two in one "
+                  "(100% best) · **Rows**: how many have the topic</small>")
 
 
 def shown(table: pd.DataFrame) -> pd.DataFrame:
@@ -198,6 +206,30 @@ def result_words(result: TrainResult, seconds: float, timed_out: bool, limit_s: 
             "the **Download** button saves it as a zip: Sentence Lab, sentence-transformers or ONNX.")
 
 
+def topic_table(breakdown: dict[str, Any] | None) -> pd.DataFrame:
+    """Each topic's precision, recall, F1 and rows, weakest first; a topic with neither rows nor predictions
+    says nothing and is left out, and a share of nothing is "—"."""
+    if not breakdown:
+        return pd.DataFrame(columns=TOPIC_COLUMNS)
+    predicted = dict(zip(breakdown["confusion"]["classes"], map(sum, zip(*breakdown["confusion"]["matrix"]))))
+    rows = []
+    for name, f in sorted(breakdown["per_class"].items(), key=lambda item: item[1]["f1"]):  # stable: ties keep order
+        if f["support"] or predicted[name]:
+            rows.append([name, plots.percent(f["precision"]) if predicted[name] else "—",
+                         plots.percent(f["recall"]) if f["support"] else "—", plots.percent(f["f1"]), f["support"]])
+    return pd.DataFrame(rows, columns=TOPIC_COLUMNS)
+
+
+def breakdown_outputs(breakdown: dict[str, Any] | None, where: str = "",
+                      missing: str = NO_BREAKDOWN) -> tuple[Any, pd.DataFrame]:
+    """The confusion figure and the per-topic table of a run's topic breakdown (core.training.topic_breakdown);
+    ``where``: the figure's subtitle, ``missing``: its message when there is no breakdown."""
+    if not breakdown:
+        return plots.message_figure(missing, height=BREAKDOWN_HEIGHT), topic_table(None)
+    confusion = breakdown["confusion"]
+    return plots.confusion_figure(confusion["classes"], confusion["matrix"], note=where), topic_table(breakdown)
+
+
 def _chosen_run(number: Any) -> int:
     """The run number picked in the Run list (a bad_input when none is)."""
     if number is None:
@@ -282,7 +314,8 @@ class TrainTab:
     def train(self, session: Session, request: gr.Request = None, **form: Any) -> Iterator[tuple[Any, ...]]:
         """Train fresh heads (and the encoder, if chosen) on the chosen data, streaming curves and metrics.
 
-        Yields (loss figure, metrics table, status, model zip (at the end), Classify tab note, session).
+        Yields (loss figure, metrics table, status, model zip (at the end), Classify tab note, session,
+        confusion figure, per-topic table): the last two are placeholders until the run ends.
         The visitor's model changes only once a run has taken at least one step: a run refused, failed
         or stopped before that leaves their previous model in use.
         """
@@ -358,15 +391,17 @@ class TrainTab:
         encoder_learns = config.gradual_unfreeze or config.freeze != "encoder"
         log = RunLog(total_epochs=config.epochs)
         note = model_note(session, shared.default_model)
+        blank, later = breakdown_outputs(None), (gr.skip(), gr.skip())  # the topic breakdown: none, or not yet
         if session.stop.is_set():  # pressed while the run waited in the queue or its data loaded
             yield (log.figure(), log.table(), f"**Stopped before it started**: nothing was learned, so "
-                   f"{_kept(session)} stays in use.", gr.skip(), note, session)
+                   f"{_kept(session)} stays in use.", gr.skip(), note, session, *blank)
             return True
         deadline = deadline or Deadline(limits.max_seconds, session.stop)  # the host's limit ends a run like Stop
         started, last_yield = time.monotonic(), 0.0
         preparing = ("…" if encoder_learns
                      else ": embedding every text once (the encoder is frozen, so this is the slow part)…")
-        yield log.figure(), log.table(), f"**Preparing** {len(data):,} rows{preparing}", gr.skip(), note, session
+        yield (log.figure(), log.table(), f"**Preparing** {len(data):,} rows{preparing}", gr.skip(), note, session,
+               *blank)
         if current is not None:
             with shared.tokenizer_lock:
                 model = copy.deepcopy(current)  # its own weights: the encoder may learn, the original stays
@@ -381,16 +416,18 @@ class TrainTab:
             if isinstance(event, StepEvent) and time.monotonic() - last_yield < STREAM_EVERY_S:
                 continue
             last_yield = time.monotonic()
-            yield log.figure(), log.table(), log.progress(time.monotonic() - started), gr.skip(), note, session
+            yield (log.figure(), log.table(), log.progress(time.monotonic() - started), gr.skip(), note, session,
+                   *later)
         seconds = time.monotonic() - started
         if form.preset == "all":
-            yield log.figure(), log.table(), baseline_words(result, len(val_set)), gr.skip(), note, session
+            yield (log.figure(), log.table(), baseline_words(result, len(val_set)), gr.skip(), note, session,
+                   *self.breakdown(result, model, val_set, config))
             return False
         timed_out = result.stopped and not session.stop.is_set()  # stopped, but not by the visitor
         if result.steps == 0:  # stopped while preparing: nothing learned, so nothing replaces the old model
             why = f" at this server's limit of {limits.max_seconds:g} s" if timed_out else ""
             yield (log.figure(), log.table(), f"**Stopped{why} before the first step**: nothing was learned, so "
-                   f"{_kept(session)} stays in use.", gr.skip(), note, session)
+                   f"{_kept(session)} stays in use.", gr.skip(), note, session, *blank)
             return True
         strategy = "gradual unfreezing" if config.gradual_unfreeze else PRESET_LABELS[form.preset].split(":")[0].lower()
         on = "" if base is shared.encoder else f" with {base.config.model_name}"
@@ -398,7 +435,8 @@ class TrainTab:
                   epochs=len(result.history), seconds=seconds, metrics=result.best_metrics,
                   curve=[(h["epoch"] + 1, h["validation"]["loss"]) for h in result.history if "validation" in h],
                   base=model.encoder.config.model_name, heads_config=model.heads_config,
-                  heads=None if encoder_learns else folders.flatten(model.head_parts()))
+                  heads=None if encoder_learns else folders.flatten(model.head_parts()),
+                  confidence=None if encoder_learns else model.confidence)
         session.add_run(run, model, f"trained on {name}{on} ({len(result.history)} epochs, {strategy})")
         shared.used(session)  # past the host's bound, the least recently used trained encoder goes
         exact = bool(model.record.head_fit)
@@ -410,8 +448,34 @@ class TrainTab:
         except Exception as exc:  # noqa: BLE001 -- the trained model stays in use; only its zip is missing
             logger.exception("could not prepare the download")
             archive, words = None, words + f"<br>The download could not be prepared ({type(exc).__name__}: {exc})."
-        yield log.figure(), log.table(), words, archive, model_note(session, shared.default_model), session
+        yield (log.figure(), log.table(), words, archive, model_note(session, shared.default_model), session,
+               *self.breakdown(result, model, val_set, config))
         return result.stopped
+
+    @staticmethod
+    def breakdown(result: TrainResult, model: MultiTaskModel, val_set: Any,
+                  config: TrainingConfig) -> tuple[Any, pd.DataFrame]:
+        """Where the run's topics go wrong, on the predictions its figures came from (the held-out rows, or a
+        cross-validation over every row: the final heads of an exact fit learned from the held-out rows too);
+        for a run stopped before its first figures, the kept model's on the held-out rows, which it never saw."""
+        breakdown, where = result.breakdown, result.measured_on
+        learned = model.classifier is not None and config.task_weights["classification"] > 0
+        if breakdown is None and result.stopped and result.steps and learned and "classification" in val_set.tasks:
+            try:
+                figures = evaluate(model, val_set, batch_size=max(config.batch_size, 64), breakdown=True)
+            except Exception as exc:  # noqa: BLE001 -- the run and its model stand; only this check is missing
+                logger.exception("could not break the topics down")
+                return breakdown_outputs(None, missing=f"Could not check the topics<br>({type(exc).__name__}: {exc}).")
+            breakdown, where = (figures if "confusion" in figures else None), "as the run stopped"
+        if breakdown is None:
+            why = ("This data has no topics." if "classification" not in val_set.tasks else
+                   "The topic weight was 0:<br>the topic head did not learn." if not learned else
+                   "No held-out rows with a topic<br>were checked in this run.")
+            return breakdown_outputs(None, missing=why)
+        if where in (HELD_OUT, "as the run stopped"):
+            rows = sum(map(sum, breakdown["confusion"]["matrix"]))
+            where = f"{rows:,} held-out rows" + (f", {where}" if where != HELD_OUT else "")
+        return breakdown_outputs(breakdown, where)
 
     def download(self, model: MultiTaskModel, session: Session, fmt: str = "sentence-lab") -> Path:
         """The model as a zip in one format, made once; it lives until this visitor's next model replaces it."""
@@ -537,6 +601,13 @@ def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.
                                  label="Per epoch: losses on training and held-out (Val) rows; topic accuracy "
                                        "and macro-F1, sentiment MAE and Pearson on the held-out rows")
     gr.Markdown(METRIC_NOTE, elem_id="metric-note")
+    with gr.Row(equal_height=False):
+        confusion_plot = gr.Plot(plots.message_figure(NO_BREAKDOWN, height=BREAKDOWN_HEIGHT), scale=3, min_width=320,
+                                 label="Where the topics go wrong", elem_id="confusion-plot")
+        # On a phone the last columns scroll, the topic pinned: squeezed to fit, the headers broke mid-word.
+        topic_table_ = gr.Dataframe(topic_table(None), interactive=False, scale=2, min_width=280, pinned_columns=1,
+                                    elem_id="per-topic-table", label="Per topic, weakest first")
+    gr.Markdown(BREAKDOWN_NOTE, elem_id="breakdown-note")
     with gr.Accordion("Your runs: compare them, use any one again", open=True):
         runs_plot = gr.Plot(plots.runs_figure({}), label="Held-out loss of each run", elem_id="runs-plot")
         runs_table = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), interactive=False, elem_id="runs-table",
@@ -564,7 +635,8 @@ def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.
 
     # A second click while a run streams is ignored by the page (trigger_mode "once"); the API gets an error.
     trained = start_btn.click(tab.train, inputs=[session], inputs_kwargs=form,
-                              outputs=[loss_plot, metrics_table, train_status, model_file, classify.model_note, session],
+                              outputs=[loss_plot, metrics_table, train_status, model_file, classify.model_note, session,
+                                       confusion_plot, topic_table_],
                               api_name="train", concurrency_limit=lim.max_runs, concurrency_id="train",
                               show_progress_on=[train_status])
     trained.success(tab.prepare_download, [download_format, session], [model_file, download_note], **private)
@@ -575,12 +647,14 @@ def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.
     pin_run_btn.click(tab.pin_run, [run_choice, session], [runs_table, runs_plot, run_choice, session], **private)
     download_format.change(tab.prepare_download, [download_format, session], [model_file, download_note],
                            show_progress_on=[download_note], **private)
-    classify.default_btn.click(tab.clear_download, None, [model_file, download_note], **private)
-    classify.back_to_shipped.success(tab.show_runs, session, [runs_table, runs_plot, run_choice], **private)
+    # A model chosen in the Classify tab: the download offered was the previous model's; the runs table marks it.
+    for picked in classify.picked:
+        picked.success(tab.clear_download, None, [model_file, download_note], **private)
+        picked.success(tab.show_runs, session, [runs_table, runs_plot, run_choice], **private)
     compared = compare_btn.click(tab.compare, inputs=[session, compare_presets], inputs_kwargs=form,
                                  outputs=[loss_plot, metrics_table, train_status, model_file, classify.model_note,
-                                          session], concurrency_limit=lim.max_runs, concurrency_id="train",
-                                 show_progress_on=[train_status],
+                                          session, confusion_plot, topic_table_],
+                                 concurrency_limit=lim.max_runs, concurrency_id="train", show_progress_on=[train_status],
                                  api_name="compare_strategies", **private)
     compared.success(tab.prepare_download, [download_format, session], [model_file, download_note], **private)
     compared.success(tab.show_runs, session, [runs_table, runs_plot, run_choice], **private)
