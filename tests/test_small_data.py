@@ -96,8 +96,10 @@ def test_a_small_csv_in_the_app_with_the_pages_defaults_gives_the_probes_answers
 
     shared = Shared(*load_shared_models(), Limits())
     session = Session()
-    *_, (_, _, status, _, note, _) = TrainTab(shared).run(TrainForm(source="csv", csv_file=_csv(tmp_path)), session)
+    *_, (_, _, status, _, note, _, confusion, _) = TrainTab(shared).run(TrainForm(source="csv", csv_file=_csv(tmp_path)),
+                                                                       session)
     assert "fitted exactly" in status and "your model" in note
+    assert sum(map(sum, confusion.data[0].z)) == 24  # where the topics go wrong: over the same 24 predictions
     assert "by leave-one-out cross-validation over all 24 rows (too few rows for a held-out split" in status
     _, _, ours = ClassifyTab(shared).classify("\n".join(UNSEEN), session)
     topic_misses, sign_misses = _probe_differences(ours)
