@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -283,9 +285,6 @@ def extract_zip(archive: str | os.PathLike, dest: Path, *, max_bytes: int, max_f
     once unpacked (counted as the bytes come out, not trusted from the zip's own header). Returns the folder
     inside that holds ``config.json``: ``dest`` itself or its one top-level folder (as our downloads are made).
     """
-    import stat
-    import zipfile
-
     name = Path(archive).name
     try:
         with zipfile.ZipFile(archive) as zf:

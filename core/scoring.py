@@ -65,6 +65,7 @@ class ScoreSummary:
         blank: rows whose text is blank: kept, with their added cells empty.
         truncated: scored rows longer than the encoder's max_length (only their start was read).
         columns_added: names of the added columns, in order.
+        text_column: the column that was scored (named, or found as ``scan_csv`` finds it).
         out: the file written.
     """
 
@@ -74,6 +75,7 @@ class ScoreSummary:
     truncated: int
     columns_added: list[str]
     out: Path
+    text_column: str = ""
 
 
 def scan_csv(source: str | os.PathLike, *, text_column: str | None = None, max_rows: int | None = None) -> CsvScan:
@@ -152,7 +154,8 @@ def score_csv(model: MultiTaskModel, source: str | os.PathLike, out: str | os.Pa
     scan = scan_csv(source, text_column=text_column, max_rows=max_rows)
     added = _added_columns(scan.header, model.class_names if "classification" in model.tasks else [],
                            "sentiment" in model.tasks)
-    summary = ScoreSummary(rows=0, scored=0, blank=0, truncated=0, columns_added=added, out=out)
+    summary = ScoreSummary(rows=0, scored=0, blank=0, truncated=0, columns_added=added, out=out,
+                           text_column=scan.text_column)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:

@@ -522,10 +522,8 @@ def _baseline(model: MultiTaskModel, val_data: MultiTaskDataset | None, tasks: t
 
 def _fits_exactly(model: MultiTaskModel, config: TrainingConfig) -> bool:
     """Whether only the heads learn, on fixed embeddings: then each is a convex problem, solved exactly."""
-    projection = model.encoder.projection
     return (config.head_solver == "exact" and not config.gradual_unfreeze and config.cache_embeddings
-            and model.encoder.frozen_bottom() == len(model.encoder.layers)
-            and (projection is None or not any(p.requires_grad for p in projection.parameters())))
+            and _encoder_frozen(model))
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ from core.errors import ModelFolderError
 from core.folders import MANIFEST_FILE
 from core.model import CONFIDENCE_FILE, MultiTaskModel
 from core.training import DoneEvent, fit, train
+from benchmarks.unsure import EXAMPLES, OFF_TOPIC  # one list: what the benchmark reports, this test holds
 from tests.helpers import make_tiny_encoder
 
 CLASSES = ["Business", "Sci/Tech", "Sports", "World"]
@@ -282,25 +283,6 @@ def test_a_rule_file_without_its_config_section_is_refused(tiny_encoder_dir, tmp
 
 
 # -- the shipped model ------------------------------------------------------------------------------------
-
-OFF_TOPIC = [  # food, music, weather, ...: none of them used to choose the rule's settings (benchmarks/unsure.py)
-    "The pizza was amazing.",
-    "I've been listening to that jazz album on repeat all week.",
-    "It looks like it will rain all afternoon, so bring an umbrella.",
-    "My cat knocked a glass of water off the kitchen table again.",
-    "Grandma's apple pie recipe needs a pinch of cinnamon.",
-    "We spent the weekend hiking in the mountains with friends.",
-    "Happy birthday! I hope your day is full of cake and laughter.",
-    "Please remember to water the tomato plants before you leave.",
-    "This sweater is so soft and keeps me warm in winter.",
-    "I can't find my car keys anywhere this morning.",
-]
-EXAMPLES = {
-    "The striker scored twice as United won the cup final.": "Sports",
-    "Shares of the chip maker plunged after weak quarterly earnings.": "Business",
-    "NASA's new telescope captured stunning images of a distant galaxy.": "Sci/Tech",
-    "Peace talks collapsed as the two governments traded bitter accusations.": "World",
-}
 
 
 def test_the_shipped_model_is_unsure_off_topic_and_sure_of_clear_news():

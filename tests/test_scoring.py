@@ -55,7 +55,8 @@ def test_every_row_is_written_with_the_models_answers_and_blank_texts_are_kept(t
 
     classes = tiny_model.class_names
     added = ["topic", "topic_confidence", "topic_unsure", *(f"p_{c}" for c in classes), "sentiment", "truncated"]
-    assert summary == ScoreSummary(rows=4, scored=3, blank=1, truncated=0, columns_added=added, out=out)
+    assert summary == ScoreSummary(rows=4, scored=3, blank=1, truncated=0, columns_added=added, out=out,
+                                   text_column="Text")
     header, *rows = _rows(out)
     assert header == ["id", "Text", "label", *added]
     assert [r[:3] for r in rows] == [["1", "The striker scored twice", "Sports"], ["2", "  ", "Business"],

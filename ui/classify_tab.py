@@ -15,6 +15,7 @@ import pandas as pd
 from core import folders, plots
 from core.errors import ConfigError, ModelFolderError, SentenceLabError
 from core.model import MultiTaskModel
+from core.outputs import Prediction
 from core.scoring import guess_text_column, scan_csv, score_csv
 
 from .inputs import bad_input, sentences, shown_in_page
@@ -55,11 +56,7 @@ class ClassifyTab:
             for i in given.cut:
                 predictions[i].truncated = True
             scale = model.heads_config.sentiment_range
-            rows = [(("✂ " if p.truncated else "") + plots.short_label(p.text, 2000),  # the JSON holds it all
-                     plots.topic_words(p),
-                     f"{plots.sentiment_word(p.sentiment, scale)} {plots.sentiment_position(p.sentiment, scale):+.2f}"
-                     if p.sentiment is not None else "—")
-                    for p in predictions]
+            rows = [glance(p, scale) for p in predictions]
             figure = plots.prediction_figure(predictions, model.class_names, scale)
             return figure, pd.DataFrame(rows, columns=CLASSIFY_COLUMNS), [p.to_dict() for p in predictions]
 
@@ -106,7 +103,6 @@ class ClassifyTab:
             out = session.scored_file(f"{source.stem[:80]}-scored.csv")
             limit = self.shared.limits.max_score_rows
             try:
-                column = scan_csv(source, text_column=column or None, max_rows=limit).text_column
                 # fp32 and the CLI's batch size: the same file, row for row, as python -m core predict --csv
                 summary = score_csv(model, source, out, text_column=column or None, batch_size=CLI_BATCH_SIZE,
                                     max_rows=limit, precision="fp32",
@@ -119,7 +115,7 @@ class ClassifyTab:
                      + (f"; {summary.truncated:,} cut at {model.encoder.max_length} tokens" if summary.truncated else "")
                      + f". The file keeps every column and adds {', '.join(summary.columns_added)}. "
                      f"Its first rows:")
-            return preview(out, column, summary.columns_added, model), str(out), words
+            return preview(out, summary.text_column, summary.columns_added, model), str(out), words
 
     def picker(self, session: Session) -> Any:
         """The model list as it is now (runs come and go in the Train tab)."""
@@ -171,18 +167,21 @@ def preview(scored: Path, text_column: str, added: list[str], model: MultiTaskMo
     mood = added[-2] if model.sentiment_head is not None else None  # before "truncated"
     scale = model.heads_config.sentiment_range
 
-    def row(r: dict[str, str]) -> tuple[str, str, str]:
-        if not r[text_column].strip():
-            return r[text_column], "—", "—"
-        said = "—"
-        if topic:
-            share = f"{100 * float(r[topic[1]]):.0f}%"
-            said = f"Unsure ({r[topic[0]]}? {share})" if r[topic[2]] == "true" else f"{r[topic[0]]} {share}"
-        feel = (f"{plots.sentiment_word(float(r[mood]), scale)} {plots.sentiment_position(float(r[mood]), scale):+.2f}"
-                if mood else "—")
-        return plots.short_label(r[text_column], 2000), said, feel
+    def answer(r: dict[str, str]) -> Prediction:  # the row's added cells read back; a blank text has none
+        text = r[text_column]
+        if not text.strip():
+            return Prediction(text, None)
+        return Prediction(text, r[topic[0]] if topic else None, {r[topic[0]]: float(r[topic[1]])} if topic else {},
+                          float(r[mood]) if mood else None, unsure=bool(topic) and r[topic[2]] == "true")
 
-    return pd.DataFrame([row(r) for r in rows], columns=CLASSIFY_COLUMNS)
+    return pd.DataFrame([glance(answer(r), scale) for r in rows], columns=CLASSIFY_COLUMNS)
+
+
+def glance(p: Prediction, scale: tuple[float, float]) -> tuple[str, str, str]:
+    """A prediction as one row of the At-a-glance table (and of a scored file's preview)."""
+    mood = (f"{plots.sentiment_word(p.sentiment, scale)} {plots.sentiment_position(p.sentiment, scale):+.2f}"
+            if p.sentiment is not None else "—")
+    return ("✂ " if p.truncated else "") + plots.short_label(p.text, 2000), plots.topic_words(p), mood  # JSON: all
 
 
 @dataclass

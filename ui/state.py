@@ -300,6 +300,11 @@ class Run:
     def name(self) -> str:
         return f"#{self.number} {self.strategy}"
 
+    @property
+    def title(self) -> str:
+        """How the run lists read it: number, strategy, data."""
+        return f"#{self.number} · {self.strategy} · {self.data}"
+
 
 class Session:
     """One visitor's things: the model they trained, its download, and the stop flag of their run.
@@ -431,8 +436,8 @@ class Session:
 
     def choices(self) -> list[tuple[str, str]]:
         """The models this visitor can choose, as (words, value): the shipped one, then their runs, newest first."""
-        runs = [(f"#{r.number} · {r.strategy} · {r.data}" + ("" if r.heads is not None or r.model is not None
-                                                               else " (weights let go)"), f"run:{r.number}")
+        runs = [(r.title + ("" if r.heads is not None or r.model is not None else " (weights let go)"),
+                 f"run:{r.number}")
                 for r in reversed(self.runs)]
         return [(SHIPPED_CHOICE, "shipped"), *runs]
 

@@ -518,7 +518,7 @@ class TrainTab:
         table = shown(pd.DataFrame(rows, columns=RUN_COLUMNS)) if rows else pd.DataFrame(columns=RUN_COLUMNS)
         active = next((r.name for r in session.runs if r.number == session.active_run), None)
         figure = plots.runs_figure({r.name: r.curve for r in session.runs}, active=active)
-        choices = [(f"#{r.number} · {r.strategy} · {r.data}", r.number) for r in reversed(session.runs)]
+        choices = [(r.title, r.number) for r in reversed(session.runs)]
         return table, figure, gr.Dropdown(choices=choices, value=session.active_run if choices else None)
 
     def use_run(self, number: Any, session: Session, request: gr.Request = None) -> tuple[Any, ...]:
