@@ -11,12 +11,16 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .config import (BUILTIN_DATASETS, DEFAULT_HEADS_DIR, DEFAULT_MODEL, EXPORT_FORMATS, FREEZE_PRESETS, HEAD_SOLVERS,
-                     NORMALIZE_FOR_TRAINING, POOLING_MODES, TrainingConfig)
+                     NORMALIZE_FOR_TRAINING, POOLING_MODES, RECIPES, TRAINING_PRECISIONS, TrainingConfig)
+from .card import STSB_BASE, STSB_TEST
 from .errors import ConfigError, DataError, MissingFileError, SentenceLabError, TextError
 from .text import check_texts, is_blank
 
@@ -92,47 +96,82 @@ def _predict_csv(args: argparse.Namespace) -> dict[str, Any]:
             "blank": summary.blank, "truncated": summary.truncated, "columns_added": summary.columns_added}
 
 
+# train's options that set a TrainingConfig field (CLI name -> field). Left out (None), a field takes the
+# --recipe's value, else the library's default.
+TRAIN_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "encoder_lr": "encoder_learning_rate", "freeze": "freeze",
+                 "gradual_unfreeze": "gradual_unfreeze", "layer_lr_decay": "layer_lr_decay", "seed": "seed",
+                 "classification_weight": "classification_weight", "sentiment_weight": "sentiment_weight",
+                 "patience": "early_stopping_patience", "device": "device", "head_solver": "head_solver",
+                 "keep_similarity": "keep_similarity", "heads_first": "heads_first", "precision": "precision"}
+RUN_ONLY = ("command", "json", "quiet", "resume")  # the arguments a checkpoint does not keep
+
+
+class Interrupted(Exception):
+    """Ctrl-C ended a run: what was kept, in one line (exit status 130)."""
+
+
+def training_config(args: argparse.Namespace) -> TrainingConfig:
+    """The run's TrainingConfig: the options given, over the --recipe's values, over the library's defaults."""
+    settings: dict[str, Any] = dict(RECIPES[args.recipe]) if args.recipe else {}
+    settings |= {field: getattr(args, name) for name, field in TRAIN_OPTIONS.items() if getattr(args, name) is not None}
+    settings.setdefault("precision", "auto")  # the command line uses what the hardware is fast at
+    if settings.get("early_stopping_patience") == 0:
+        settings["early_stopping_patience"] = None
+    return TrainingConfig(batch_size=args.batch_size, **settings)
+
+
 def cmd_train(args: argparse.Namespace) -> Any:
+    from . import folders
+    from .checkpoint import read_checkpoint, save_checkpoint
     from .data import check_learnable, read_csvs
     from .datasets import load_builtin
     from .encoder import SentenceEncoder
-    from . import folders
     from .model import MultiTaskModel, is_model_folder
-    from .training import fit
+    from .runtime import resolve_device
+    from .training import CheckpointEvent, fit
 
+    state = None
+    if args.resume:  # the interrupted run's own settings and data; only --json / --quiet may be given
+        given = [f"--{name.replace('_', '-')}" for name in TRAIN_OPTIONS if getattr(args, name) is not None]
+        given += ["--csv"] * bool(args.csv) + ["--builtin"] * bool(args.builtin) + ["--out"] * bool(args.out)
+        if given:
+            raise ConfigError(f"--resume goes on with the run's own settings, kept in {args.resume}: drop {', '.join(given)}")
+        state, run = read_checkpoint(args.resume)
+        args = argparse.Namespace(**(run | {name: getattr(args, name) for name in RUN_ONLY} | {"out": args.resume}))
+    elif args.out is None:
+        raise ConfigError("name the folder to save the model in: --out DIR (or go on with an interrupted run: --resume DIR)")
+    resolve_device(args.device)  # an unavailable device is refused before any data is read or model loaded
     if bool(args.csv) == bool(args.builtin):
         raise ConfigError(f"give training data as --csv FILE (repeatable) or --builtin {{{','.join(BUILTIN_DATASETS)}}}, not both or neither")
-    config = TrainingConfig(
-        epochs=args.epochs, learning_rate=args.lr, encoder_learning_rate=args.encoder_lr, batch_size=args.batch_size,
-        freeze=args.freeze, gradual_unfreeze=args.gradual_unfreeze, layer_lr_decay=args.layer_lr_decay,
-        classification_weight=args.classification_weight, sentiment_weight=args.sentiment_weight,
-        early_stopping_patience=args.patience or None, seed=args.seed, device=args.device, head_solver=args.head_solver,
-    )
-    data = read_csvs(args.csv) if args.csv else load_builtin(args.builtin, size=args.size, seed=args.seed)
+    config = training_config(args)
+    data = read_csvs(args.csv) if args.csv else load_builtin(args.builtin, size=args.size, seed=config.seed)
     check_learnable(data, " + ".join(Path(c).name for c in args.csv) or args.builtin)
     val_data = read_csvs(args.val_csv) if args.val_csv else None
-    start = MultiTaskModel.load(args.model, trust_base_path=args.trust_base_path) if is_model_folder(Path(args.model)) else None  # go on training it
+    if state is not None:  # the checkpoint's model: the weights the run had reached
+        start = MultiTaskModel.load(args.out, trust_base_path=args.trust_base_path)
+    else:
+        start = MultiTaskModel.load(args.model, trust_base_path=args.trust_base_path) if is_model_folder(Path(args.model)) else None  # go on training it
     shape = {"--pooling": args.pooling, "--normalize": args.normalize, "--projection-dim": args.projection_dim}
-    if start is not None and any(v is not None for v in shape.values()):
+    if state is None and start is not None and any(v is not None for v in shape.values()):
         kept = start.encoder.config
         raise ConfigError(f"{', '.join(k for k, v in shape.items() if v is not None)} shape a new model, and "
                           f"{Path(args.model).name} keeps its own (pooling {kept.pooling}, normalize "
                           f"{'on' if kept.normalize else 'off'}, projection {kept.projection_dim or 'none'}): drop "
                           "them, or train from the base encoder")
     folders.check_target(args.out, is_model_folder)  # before the work: an hour's run must not end in a refusal
-    if start is None and args.freeze in ("classification_head", "sentiment_head"):
-        raise ConfigError(f"--freeze {args.freeze} keeps a trained head as it is: pass --model DIR, a saved model "
+    if start is None and config.freeze in ("classification_head", "sentiment_head"):
+        raise ConfigError(f"--freeze {config.freeze} keeps a trained head as it is: pass --model DIR, a saved model "
                           "whose head to keep (new heads start random, so a frozen one would stay random)")
     data_range = tuple(args.data_sentiment_range) if args.data_sentiment_range else data.sentiment_range
     model_range = start.heads_config.sentiment_range if start is not None else data_range
-    model_range = tuple(args.sentiment_range) if args.sentiment_range else model_range
+    model_range = tuple(args.sentiment_range) if args.sentiment_range and state is None else model_range
     if model_range != data_range:  # e.g. SST's 0..1 onto the shipped model's -1..1
         data = data.rescale_sentiment(data_range, model_range)
         val_data = val_data.rescale_sentiment(data_range, model_range) if val_data is not None else None
     if val_data is not None:
         train_data = data
     else:
-        train_data, val_data = data.split(args.val_fraction, seed=args.seed)
+        train_data, val_data = data.split(args.val_fraction, seed=config.seed)
     if start is not None:
         start.check_covers(data, Path(args.model).name)
         model = start
@@ -141,15 +180,81 @@ def cmd_train(args: argparse.Namespace) -> Any:
             args.model, pooling=args.pooling or "mean",
             normalize=NORMALIZE_FOR_TRAINING if args.normalize is None else args.normalize,
             projection_dim=args.projection_dim)
-        model = MultiTaskModel.for_data(data, encoder, sentiment_range=model_range, seed=args.seed)
-    result = fit(model, train_data, val_data, config, show_progress_bar=not args.quiet)
+        model = MultiTaskModel.for_data(data, encoder, sentiment_range=model_range, seed=config.seed)
+
+    run = {k: v for k, v in vars(args).items() if k not in RUN_ONLY}
+    checkpoints = []
+
+    def keep(event: Any) -> None:  # every complete epoch, and a Ctrl-C, leave --out a checkpoint to go on from
+        if isinstance(event, CheckpointEvent):
+            save_checkpoint(model, event.state, args.out, run)
+            checkpoints.append(event.state)
+
+    stop = threading.Event()
+    with _stop_on_ctrl_c(stop):
+        result = fit(model, train_data, val_data, config, stop=stop, callback=keep, show_progress_bar=not args.quiet,
+                     resume=state)
+    if result.stopped:
+        if checkpoints and checkpoints[-1].global_step == result.steps:
+            at = checkpoints[-1]
+            raise Interrupted(f"stopped at epoch {at.epoch + 1}, step {at.step}: {args.out} holds a checkpoint; go on "
+                              f"with: python -m core train --resume {args.out}")
+        raise Interrupted(f"stopped before the first epoch ended; nothing was saved and {args.out} is as it was")
     model.record.files = {"train": [str(p) for p in args.csv] or [f"builtin:{args.builtin}"],
                           "validation": [str(p) for p in args.val_csv] or [f"{args.val_fraction:.0%} held out of train"]}
+    summary = {"out": str(args.out), "best_epoch": result.best_epoch, "metrics": result.best_metrics,
+               "measured_on": result.measured_on, "history": result.history,
+               "stopped_early": result.stopped_early, "steps": result.steps, "seconds": round(result.seconds, 2),
+               "freeze": result.freeze.to_dict(), "precision": _precision_used(config, model)}
+    if not model.encoder_is_pretrained():  # the encoder learned: how much general similarity it kept
+        summary["stsb"] = _stsb(model, args)
+        if "spearman" in summary["stsb"]:
+            model.record.add_test_metrics(STSB_TEST, _finite(summary["stsb"]))
     out = model.save(args.out)
-    return {"out": str(out), "best_epoch": result.best_epoch, "metrics": result.best_metrics,
-            "measured_on": result.measured_on, "history": result.history,
-            "stopped_early": result.stopped_early, "steps": result.steps, "seconds": round(result.seconds, 2),
-            "freeze": result.freeze.to_dict()}
+    summary["out"] = str(out)
+    return summary
+
+
+def _stsb(model: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """STS-B test Spearman of a trained encoder, or why there is none (the shared data is not here)."""
+    from .datasets import DATA_ENV, find_datasets_dir, read_sts
+    from .evaluation import sts_correlation
+
+    folder = find_datasets_dir()
+    if folder is None or not (folder / STSB_TEST).is_file():
+        return {"skipped": f"STS-B not found: set {DATA_ENV} to the shared datasets folder to measure it"}
+    return sts_correlation(model.encoder, read_sts(folder / STSB_TEST), show_progress_bar=not args.quiet)
+
+
+def _precision_used(config: TrainingConfig, model: Any) -> str:
+    """The autocast of the run's encoder steps: fp32 when the encoder never ran in a step (it was frozen)."""
+    from .precision import training_dtype
+
+    if config.freeze in ("encoder", "all") and not config.gradual_unfreeze:
+        return "fp32"
+    dtype = training_dtype(config.precision, model.encoder.device)
+    return {None: "fp32"}.get(dtype, str(dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16"))
+
+
+@contextmanager
+def _stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
+    """The first Ctrl-C asks the run to stop after its current step (it then leaves a checkpoint); a second
+    one quits at once, leaving --out as it was or with its last complete checkpoint."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step to write a checkpoint; Ctrl-C again quits at once", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def cmd_export(args: argparse.Namespace) -> Any:
@@ -273,6 +378,12 @@ def _print_human(command: str, result: Any) -> None:
             print(f"  measured on {result['measured_on']}")
         for k, v in result["metrics"].items():
             print(f"  validation {k}: {v:.4f}" if isinstance(v, float) else f"  validation {k}: {v}")
+        if "stsb" in result:
+            stsb = result["stsb"]
+            print(f"  STS-B Spearman of the trained encoder: {stsb['spearman']:.4f} (all-MiniLM-L6-v2 as released: "
+                  f"{STSB_BASE:.4f})"
+                  if "spearman" in stsb else f"  {stsb['skipped']}")
+        print(f"  precision of the encoder's steps: {result['precision']}")
     elif command == "evaluate":
         for k, v in result.items():
             if not isinstance(v, dict):
@@ -349,23 +460,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="L2-normalise embeddings before the heads (default on: SST Pearson 0.666 vs 0.655 raw)")
     p.add_argument("--projection-dim", type=int, default=None)
-    p.add_argument("--freeze", default=DEFAULTS.freeze, choices=FREEZE_PRESETS)
-    p.add_argument("--gradual-unfreeze", action="store_true", help="open one more top encoder layer each epoch")
-    p.add_argument("--head-solver", default=DEFAULTS.head_solver, choices=HEAD_SOLVERS,
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help="finetune: the measured fine-tuning recipe (README, 'Fine-tuning the encoder'): heads fitted "
+                        "first, then the whole encoder, held near what it knew; options given still win")
+    p.add_argument("--freeze", default=None, choices=FREEZE_PRESETS, help=f"default: {DEFAULTS.freeze}")
+    p.add_argument("--gradual-unfreeze", action="store_true", default=None, help="open one more top encoder layer each epoch")
+    p.add_argument("--head-solver", default=None, choices=HEAD_SOLVERS,
                    help="with the encoder frozen: exact (fit the heads to the optimum, L2 penalty 1/n as scikit-learn's "
                         "C=1; below 200 rows the figures are cross-validated) or sgd (the mini-batch loop)")
     p.add_argument("--layer-lr-decay", type=float, default=None, help="e.g. 0.9: lower layers learn slower")
-    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
-    p.add_argument("--lr", type=float, default=DEFAULTS.learning_rate, help="learning rate of the heads")
-    p.add_argument("--encoder-lr", type=float, default=DEFAULTS.encoder_learning_rate,
-                   help="learning rate of the top encoder layer")
-    p.add_argument("--classification-weight", type=float, default=DEFAULTS.classification_weight)
-    p.add_argument("--sentiment-weight", type=float, default=DEFAULTS.sentiment_weight)
-    p.add_argument("--patience", type=int, default=DEFAULTS.early_stopping_patience,
-                   help="early-stopping patience in epochs (0: off)")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--epochs", type=int, default=None, help=f"default: {DEFAULTS.epochs}")
+    p.add_argument("--lr", type=float, default=None, help=f"learning rate of the heads (default: {DEFAULTS.learning_rate:g})")
+    p.add_argument("--encoder-lr", type=float, default=None,
+                   help=f"learning rate of the top encoder layer (default: {DEFAULTS.encoder_learning_rate:g})")
+    p.add_argument("--keep-similarity", type=float, default=None,
+                   help="while the encoder trains, weight of the term that keeps each text's embedding near the frozen "
+                        "encoder's, so general similarity is not forgotten (0: off; default: 0, the recipe's otherwise)")
+    p.add_argument("--heads-first", action=argparse.BooleanOptionalAction, default=None,
+                   help="fit new heads exactly on the frozen encoder before the encoder trains (the recipe does)")
+    p.add_argument("--precision", choices=TRAINING_PRECISIONS, default=None,
+                   help="autocast of steps where the encoder runs; auto: bf16 on a CPU with native bf16 or a GPU that "
+                        "has it, fp16 on an older GPU, else fp32 (default: auto)")
+    p.add_argument("--classification-weight", type=float, default=None)
+    p.add_argument("--sentiment-weight", type=float, default=None)
+    p.add_argument("--patience", type=int, default=None,
+                   help=f"early-stopping patience in epochs (0: off; default: {DEFAULTS.early_stopping_patience})")
+    p.add_argument("--seed", type=int, default=None, help=f"default: {DEFAULTS.seed}")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--out", required=True, help="folder to save the model in")
+    p.add_argument("--resume", metavar="DIR", help="go on with a run that was interrupted: DIR is its --out, which "
+                   "holds a checkpoint after every epoch and after Ctrl-C")
+    p.add_argument("--out", help="folder to save the model in (a checkpoint after every epoch until the run ends)")
     common(p)
 
     p = sub.add_parser("evaluate", help="per-task metrics of a saved model on a CSV")
@@ -420,8 +544,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
         result = COMMANDS[args.command](args)
+    except Interrupted as exc:
+        return _fail(str(exc), status=130)
     except KeyboardInterrupt:  # Ctrl-C: what was kept, in one line (a save swaps its folder in only when complete)
-        kept = "; nothing was saved and --out is as it was" if getattr(args, "out", None) else ""
+        out = getattr(args, "out", None) or getattr(args, "resume", None)
+        kept = ""
+        if args.command == "train" and out:
+            kept = f"; {out} is as it was before the run or holds its last complete checkpoint (train --resume {out})"
+        elif out:
+            kept = "; nothing was saved and --out is as it was"
         return _fail(f"interrupted{kept}", status=130)
     except (SentenceLabError, OSError) as exc:  # the user's input, or a file they named: one line, no traceback
         return _fail(str(exc))

@@ -79,15 +79,24 @@ class TrainingInputs:
             self._later = hidden_states(encoder, self.ids, [frozen_layers, *extra], self.batch_size)
             self.hidden = self._later.pop(frozen_layers)
 
-    def forward(self, index: torch.Tensor, tasks: tuple[str, ...]) -> MultiTaskOutput:
-        """The model's output for the rows ``index``, from the highest cache there is."""
+    @property
+    def lengths(self) -> torch.Tensor:
+        """(N,) each text's length in tokens."""
+        return torch.tensor([len(x) for x in self.ids])
+
+    def pooled_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """(B, H) the encoder's pooled output for the rows ``index``, from the highest cache there is."""
         if self.pooled is not None:
-            return self.model(pooled=self.pooled[index.to(self.pooled.device)], tasks=tasks)
+            return self.pooled[index.to(self.pooled.device)]
+        encoder = self.model.encoder
         if self.hidden is not None:
-            encoder = self.model.encoder
             hidden, mask = encoder.pad_hidden([self.hidden[i] for i in index.tolist()])  # (B, T, H), (B, T)
-            return self.model(pooled=encoder.top(hidden, mask, self.frozen_layers), tasks=tasks)
-        return self.model(self.model.encoder.collate([self.ids[i] for i in index.tolist()]), tasks=tasks)
+            return encoder.top(hidden, mask, self.frozen_layers)
+        return encoder.pooled(encoder.collate([self.ids[i] for i in index.tolist()]))
+
+    def forward(self, index: torch.Tensor, tasks: tuple[str, ...]) -> MultiTaskOutput:
+        """The model's output for the rows ``index``."""
+        return self.model(pooled=self.pooled_rows(index), tasks=tasks)
 
 
 @torch.no_grad()

@@ -71,6 +71,10 @@ outputs = session.run(None, {{"input_ids": batch["input_ids"], "attention_mask":
 }
 
 
+STSB_TEST = "stsb/sts-test.csv"  # where the CLI records a trained encoder's STS-B figures
+STSB_BASE = 0.8203  # all-MiniLM-L6-v2's own STS-B test Spearman (python -m core evaluate-sts)
+
+
 def model_card(facts: ModelFacts, fmt: str = "sentence-lab", folder: str = "MODEL_FOLDER") -> str:
     """Markdown for a model folder in format ``fmt`` ("sentence-lab", "sentence-transformers", "onnx")."""
     enc, record = facts.encoder, facts.record
@@ -110,6 +114,15 @@ def model_card(facts: ModelFacts, fmt: str = "sentence-lab", folder: str = "MODE
             f"batch {config.batch_size}; seed {config.seed}",
             f"- Task weights: topic {config.classification_weight}, sentiment {config.sentiment_weight}",
         ]
+        if config.freeze != "encoder" or config.gradual_unfreeze:  # the encoder learned
+            kept = (f"each text's embedding held near the frozen encoder's (weight {config.keep_similarity:g})"
+                    if config.keep_similarity else "no term keeping the embeddings near the frozen encoder's")
+            first = "heads fitted on the frozen encoder first; " if config.heads_first else ""
+            lines.append(f"- Encoder training: {first}{kept}; precision {config.precision}")
+        stsb = _dict(_dict(_dict(record.metrics).get("test")).get(STSB_TEST))
+        if "spearman" in stsb:
+            lines.append(f"- General similarity: STS-B test Spearman {stsb['spearman']:.4f} of this encoder "
+                         f"(all-MiniLM-L6-v2 as released: {STSB_BASE:.4f})")
         if record.head_fit:
             lines.append(f"- Heads fitted exactly on the frozen encoder's embeddings (topic: L-BFGS to convergence; "
                          f"sentiment: closed form), L2 penalty {record.head_fit.get('l2', '?')}; final fit on "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -261,8 +261,10 @@ class MultiTaskModel(nn.Module):
                           sentiment_range=self.heads_config.sentiment_range if self.sentiment_head is not None else None,
                           record=self.record, confidence=self.confidence.to_config() if self.confidence else None)
 
-    def save(self, folder: str | os.PathLike) -> Path:
+    def save(self, folder: str | os.PathLike, *, extra: Callable[[Path], None] | None = None) -> Path:
         """Write config.json + heads.safetensors (+ encoder/ if its weights changed) + README.md, atomically.
+
+        ``extra(tmp)`` may add files to the folder before it is swapped in (a training checkpoint does).
 
         The folder is written beside its destination and renamed into place, so an interrupted
         save never leaves a half-written model. It replaces only an empty folder or an earlier save
@@ -294,6 +296,8 @@ class MultiTaskModel(nn.Module):
                     self.encoder.tokenizer.save_pretrained(tmp / ENCODER_DIR)
             folders.write_json(tmp / CONFIG_FILE, config)
             (tmp / CARD_FILE).write_text(model_card(self.facts(), "sentence-lab", folder=str(folder)))
+            if extra is not None:
+                extra(tmp)
         return folder
 
     @classmethod

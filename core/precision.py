@@ -58,6 +58,21 @@ def check_precision(precision: str, device: torch.device) -> None:
                          f"use 'fp32' or 'auto' (which picks {fast_precision(device)!r})")
 
 
+def training_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of training steps where the encoder runs, or None for plain fp32.
+
+    "auto": bf16 on a CUDA GPU that has it (fp16 on an older one) and on a CPU with native bf16; fp32 elsewhere.
+    Measured on a 2-core AMD EPYC with AVX512-BF16: a fine-tuning step of all-MiniLM-L6-v2 (batch 32)
+    takes 0.97 s under bf16 autocast against 1.50 s in fp32.
+    """
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if supported("bf16", device) else None
+    check_precision(precision, device)
+    return None if precision == "fp32" else DTYPES[precision]
+
+
 class HalfCopies:
     """Half-precision copies of a module, rebuilt whenever the module's weights or device change.
 

@@ -26,6 +26,14 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise ConfigError(f"device {device!r} is not available here: this torch has no usable CUDA GPU; use cpu")
     if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
         raise ConfigError(f"device {device!r} is not available here: there are {torch.cuda.device_count()} GPUs")
+    if chosen.type == "meta":
+        raise ConfigError(f"device {device!r} holds no values, so nothing can run on it; use cpu or cuda")
+    if chosen.type not in ("cpu", "cuda"):  # mps, xpu, ...: available only if a tensor can be made there
+        try:
+            torch.empty(1, device=chosen)
+        except (RuntimeError, AssertionError, ValueError) as exc:
+            reason = " ".join(str(exc).split()).split(". ")[0][:160] or type(exc).__name__  # torch's first sentence
+            raise ConfigError(f"device {device!r} is not available here ({reason}); use cpu") from None
     return chosen
 
 

@@ -382,7 +382,7 @@ def test_evaluate_json_gives_per_class_figures_and_the_confusion_matrix(tiny_mod
     assert figures["accuracy"] == pytest.approx(result["accuracy"]) and "per_class" not in figures
 
 
-def test_ctrl_c_during_train_is_one_line_saying_nothing_was_saved(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_during_train_is_one_line_saying_what_out_holds(tmp_path, monkeypatch, capsys):
     import core.training
     from core.__main__ import main
 
@@ -392,7 +392,8 @@ def test_ctrl_c_during_train_is_one_line_saying_nothing_was_saved(tmp_path, monk
     monkeypatch.setattr(core.training, "fit", interrupted)
     out = tmp_path / "model"
     assert main(["train", "--builtin", "synthetic", "--size", "40", "--out", str(out), "--quiet"]) == 130
-    assert capsys.readouterr().err == "error: interrupted; nothing was saved and --out is as it was\n"
+    assert capsys.readouterr().err == (f"error: interrupted; {out} is as it was before the run or holds its last "
+                                       f"complete checkpoint (train --resume {out})\n")
     assert not out.exists()
 
 

@@ -169,9 +169,11 @@ def test_a_folder_saved_before_the_typed_record_loads_and_saves_back_the_same(tm
     old = json.loads((DEFAULT_HEADS_DIR / "config.json").read_text())
     new = json.loads((model.save(tmp_path / "again") / "config.json").read_text())
     assert new.keys() == old.keys()
-    # What the old record lacked: epochs run, and the head solver (its default, "exact", is what a new run uses)
-    assert new["training"] == old["training"] | {"epochs_run": None,
-                                                 "config": old["training"]["config"] | {"head_solver": "exact"}}
+    # What the old record lacked: epochs run, the head solver (its default, "exact", is what a new run uses), and
+    # the settings of a learning encoder, at their defaults (its encoder was frozen, so they did nothing).
+    added = {"head_solver": "exact", "keep_similarity": 0.0, "heads_first": False, "precision": "fp32",
+             "group_by_length": True}
+    assert new["training"] == old["training"] | {"epochs_run": None, "config": old["training"]["config"] | added}
     assert {k: new[k] for k in ("metrics", "data", "heads", "encoder", "base_encoder")} == \
            {k: old[k] for k in ("metrics", "data", "heads", "encoder", "base_encoder")}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pytest
 
+from core.config import RECIPES
 from core.errors import ConfigError
 from ui.inputs import TrainForm, sentences, shown_in_page
 from ui.state import Limits
@@ -36,6 +37,12 @@ def test_the_train_form_turns_page_values_into_a_checked_config():
         TrainForm(batch_size=2.5).training_config(Limits())
     with pytest.raises(gr.Error, match="Learning rate is empty"):
         TrainForm(learning_rate=" ").training_config(Limits())
+    # The fine-tuning recipe: its own rates and protections, the page's epochs, batch size and seed.
+    recipe = TrainForm(preset="finetune", epochs=3, batch_size=8, seed=2).training_config(Limits())
+    assert (recipe.freeze, recipe.heads_first, recipe.keep_similarity > 0) == ("none", True, True)
+    assert (recipe.epochs, recipe.batch_size, recipe.seed, recipe.precision) == (3, 8, 2, "auto")
+    assert (recipe.learning_rate, recipe.encoder_learning_rate) == (RECIPES["finetune"]["learning_rate"],
+                                                                    RECIPES["finetune"]["encoder_learning_rate"])
 
 
 def test_sentences_are_the_non_blank_lines_within_the_limits():

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import gradio as gr
 
 from core import MultiTaskDataset, TrainingConfig, read_csv
+from core.config import RECIPES
 from core.data import check_learnable
 from core.datasets import load_builtin
 from core.errors import SentenceLabError
@@ -143,12 +144,21 @@ class TrainForm:
         if n_epochs > limits.max_epochs:
             raise bad_input(f"At most {limits.max_epochs} epochs here (SENTENCE_LAB_MAX_EPOCHS); "
                             f"you asked for {n_epochs}.")
-        return TrainingConfig(
+        settings: dict[str, Any] = dict(
             epochs=n_epochs, learning_rate=number("Learning rate", self.learning_rate),
-            batch_size=whole("Batch size", self.batch_size), freeze=self.preset, gradual_unfreeze=bool(self.gradual),
+            batch_size=whole("Batch size", self.batch_size), freeze=self.freeze, gradual_unfreeze=bool(self.gradual),
             layer_lr_decay=None if decay >= 1 else decay, classification_weight=number("Topic weight", self.topic_weight),
             sentiment_weight=number("Sentiment weight", self.sentiment_weight), seed=whole("Seed", self.seed),
+            precision="auto",  # bf16 where the hardware is fast at it: a step where the encoder learns takes 2/3 the time
         )
+        if self.preset in RECIPES:  # the recipe's own settings, but the page's epochs
+            settings |= {k: v for k, v in RECIPES[self.preset].items() if k != "epochs"}
+        return TrainingConfig(**settings)
+
+    @property
+    def freeze(self) -> str:
+        """The freezing preset of the chosen option (a recipe names its own)."""
+        return RECIPES[self.preset]["freeze"] if self.preset in RECIPES else self.preset
 
     def data(self, shared: Shared) -> tuple[MultiTaskDataset, str]:
         """The chosen data set, sampled down to the row limit, and a phrase that names it."""

@@ -22,6 +22,7 @@ import pandas as pd
 from core import (Deadline, DoneEvent, EpochEvent, MultiTaskModel, PrepareEvent, StartEvent, StepEvent, TrainingConfig,
                   TrainResult, ValidationEvent)
 from core import evaluate, folders, plots, train
+from core.config import RECIPES
 from core.training import CROSS_VALIDATE_BELOW, HELD_OUT
 from core.errors import ConfigError
 from core.export import export
@@ -48,6 +49,7 @@ NO_DOWNLOAD = "<small>Train a model to download it.</small>"
 PRESET_LABELS = {
     "encoder": "Encoder frozen: train the heads only (fast)",
     "none": "Nothing frozen: train everything",
+    "finetune": "Fine-tune (recipe): everything learns, heads fitted first, the encoder kept near what it knew",
     "all": "Everything frozen: no training (baseline)",
     "classification_head": "Topic head frozen",
     "sentiment_head": "Sentiment head frozen",
@@ -59,7 +61,7 @@ SOURCE_CHOICES = [("Synthetic sentences (generated, 4 topics + sentiment)", "syn
 STARTS_FROM_CURRENT = ("all", "classification_head", "sentiment_head")  # presets that need the model in use
 # The order "Compare strategies" runs them in: the head-frozen ones last, right after "encoder frozen",
 # so that both start from the heads that run just fitted on this data (see TrainTab.compare).
-COMPARE_ORDER = ("none", "encoder", "classification_head", "sentiment_head")
+COMPARE_ORDER = ("none", "finetune", "encoder", "classification_head", "sentiment_head")
 RUN_COLUMNS = ["Run", "Data", "Freezing", "Epochs", "Seconds", "Accuracy", "Macro-F1", "MAE", "Pearson", "In use"]
 DATA_SHOWN = 40  # characters of a run's data name in the runs table (the Run list below it has the whole name)
 METRIC_COLUMNS = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "mae": "MAE", "pearson": "Pearson"}  # validation
@@ -282,13 +284,14 @@ class TrainTab:
             return f"**Problem with the data:** {exc.message}", "Trainable parameters: — (choose the data first)"
         described = describe_data(data, name)
         gradual = bool(setup.gradual)
+        freeze = setup.freeze
         try:  # TrainingConfig is where the rule lives (gradual unfreezing needs 'none' or 'encoder')
-            TrainingConfig(freeze=setup.preset, gradual_unfreeze=gradual)
+            TrainingConfig(freeze=freeze, gradual_unfreeze=gradual)
         except ConfigError:
             return described, ("**Check the settings:** gradual unfreezing starts from a frozen encoder and opens "
-                               "it layer by layer: choose *Encoder frozen* or *Nothing frozen* with it.")
+                               "it layer by layer: choose *Encoder frozen*, *Nothing frozen* or *Fine-tune* with it.")
         heads = MultiTaskModel.heads_for(data)
-        report = preview(base, heads, "encoder" if gradual else setup.preset)
+        report = preview(base, heads, "encoder" if gradual else freeze)
         text = (f"**Trainable parameters: {report.trainable:,} of {report.total:,} "
                 f"({_percent(report.trainable, report.total)})**")
         if gradual:
@@ -302,6 +305,12 @@ class TrainTab:
         elif setup.preset in STARTS_FROM_CURRENT:
             text += ("<br>Starts from the model in use (see the Classify tab) and keeps this head exactly as it is; "
                      "the data's topics must be among that model's.")
+        elif setup.preset == "finetune":
+            recipe = RECIPES["finetune"]
+            text += (f"<br>The fine-tuning recipe: the heads are first fitted on the frozen encoder, then everything "
+                     f"learns (heads at {recipe['learning_rate']:g}, encoder at {recipe['encoder_learning_rate']:g}: "
+                     "the learning-rate box is not used) while each sentence's vector is held near where the "
+                     "encoder first put it, so it still compares sentences well. Epochs and batch size are yours.")
         elif setup.preset == "encoder":
             text += ("<br>Only the heads learn, on fixed sentence vectors: they are fitted exactly, in seconds, so "
                      "epochs, learning rate and batch size do not matter here.")

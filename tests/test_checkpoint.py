@@ -1,0 +1,200 @@
+"""Fine-tuning's parts: checkpoints and resume, the term that keeps general similarity, heads fitted
+first, length-grouped batches, mixed precision. Mechanics on the tiny BERT; the figures are the README's."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core.checkpoint import read_checkpoint, save_checkpoint
+from core.config import HeadsConfig, TrainingConfig
+from core.datasets import make_synthetic
+from core.encoder import SentenceEncoder
+from core.errors import ConfigError, ModelFolderError
+from core.model import MultiTaskModel
+from core.precision import cpu_has_fast_bf16, training_dtype
+from core.runtime import resolve_device
+from core.training import CheckpointEvent, StepEvent, _batches, fit, train
+from tests.helpers import make_tiny_encoder
+
+CLASSES = ["Business", "Sci/Tech", "Sports", "World"]
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return make_synthetic(240, seed=5).split(0.25, seed=0)
+
+
+def _tiny(tokenizer, seed=0, **settings):
+    torch.manual_seed(seed)
+    return MultiTaskModel(make_tiny_encoder(tokenizer, seed=seed, **settings), HeadsConfig(class_names=CLASSES))
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _max_diff(a, b):
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+RUNS = {
+    "whole encoder, kept near what it knew, heads first": TrainingConfig(
+        epochs=3, batch_size=16, freeze="none", keep_similarity=2.0, heads_first=True, seed=3,
+        early_stopping_patience=None, encoder_learning_rate=1e-3),
+    "gradual unfreezing, early stopping": TrainingConfig(
+        epochs=3, batch_size=16, gradual_unfreeze=True, layer_lr_decay=0.8, seed=4, early_stopping_patience=1,
+        encoder_learning_rate=1e-3),
+}
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+@pytest.mark.parametrize("stop_at", [5, 12, 18])  # mid first epoch; at the end of the first; mid second
+def test_a_resumed_run_ends_with_the_weights_of_one_never_stopped(tokenizer, tiny_encoder_dir, synthetic, tmp_path,
+                                                                  name, stop_at):
+    config = RUNS[name]
+    train_set, val_set = synthetic
+    def built():  # the same encoder and initial heads each time
+        torch.manual_seed(0)
+        return MultiTaskModel(SentenceEncoder.from_pretrained(str(tiny_encoder_dir)), HeadsConfig(class_names=CLASSES))
+
+    whole = built()
+    expected = fit(whole, train_set, val_set, config)
+    interrupted = built()
+    stop, saved = threading.Event(), []
+    folder = tmp_path / "run"
+    for event in train(interrupted, train_set, val_set, config, stop=stop):
+        if isinstance(event, StepEvent) and event.global_step == stop_at:
+            stop.set()
+        if isinstance(event, CheckpointEvent):
+            save_checkpoint(interrupted, event.state, folder, {"note": "test"})
+            saved.append(event.state)
+    assert saved and saved[-1].global_step == stop_at
+    state, run = read_checkpoint(folder)
+    assert run == {"note": "test"} and (state.epoch, state.step) == (saved[-1].epoch, saved[-1].step)
+
+    resumed = MultiTaskModel.load(folder)
+    result = fit(resumed, train_set, val_set, config, resume=state)
+    assert _max_diff(_weights(resumed), _weights(whole)) <= 1e-6
+    assert result.steps == expected.steps and result.best_epoch == expected.best_epoch
+    assert json.dumps(result.history) == json.dumps(expected.history)  # every loss and metric, epoch by epoch
+
+
+def test_a_checkpoint_folder_holds_only_safetensors_and_json_and_loads_as_a_model(tokenizer, synthetic, tmp_path):
+    train_set, val_set = synthetic
+    model = _tiny(tokenizer)
+    config = TrainingConfig(epochs=2, batch_size=32, freeze="none", keep_similarity=1.0, heads_first=True)
+    states = [e.state for e in train(model, train_set, val_set, config) if isinstance(e, CheckpointEvent)]
+    assert [(s.epoch, s.step) for s in states] == [(1, 0)]  # after each epoch but the last
+    folder = save_checkpoint(model, states[0], tmp_path / "ckpt", {})
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert all(f.endswith((".json", ".safetensors", ".txt", ".md")) for f in files), files
+    assert "checkpoint/state.safetensors" in files and "checkpoint/state.json" in files
+    assert states[0].teacher is not None and states[0].teacher.shape == (len(train_set), 32)
+
+    (folder / "checkpoint" / "state.json").write_text("{}")
+    with pytest.raises(ModelFolderError, match="is not a checkpoint Sentence Lab wrote"):
+        read_checkpoint(folder)
+    model.save(tmp_path / "finished")
+    with pytest.raises(ModelFolderError, match="holds no training checkpoint"):
+        read_checkpoint(tmp_path / "finished")
+
+
+def test_keeping_similarity_keeps_the_encoder_near_what_it_knew(tokenizer, synthetic):
+    train_set, val_set = synthetic
+    texts = val_set.texts
+    drift = {}
+    for keep in (0.0, 20.0):
+        model = _tiny(tokenizer)
+        before = model.encoder.embed(texts, convert_to="tensor", stage="pooled").embeddings
+        config = TrainingConfig(epochs=3, freeze="none", keep_similarity=keep, encoder_learning_rate=3e-3,
+                                early_stopping_patience=None, seed=1)
+        events = list(train(model, train_set, val_set, config))
+        after = model.encoder.embed(texts, convert_to="tensor", stage="pooled").embeddings
+        drift[keep] = float((1 - F.cosine_similarity(before, after)).mean())
+        similarity = [e.similarity for e in events if isinstance(e, StepEvent)]
+        assert all(s is None for s in similarity) if keep == 0 else all(s >= 0 for s in similarity)
+    assert drift[20.0] < 0.5 * drift[0.0], drift  # held texts it never trained on, too
+
+
+def test_heads_first_start_the_encoder_from_the_heads_the_frozen_encoder_preset_fits(tokenizer, synthetic):
+    train_set, val_set = synthetic
+    exact = _tiny(tokenizer)
+    fit(exact, train_set, None, TrainingConfig(freeze="encoder"))  # the optimum on the frozen encoder's vectors
+    model = _tiny(tokenizer)
+    config = TrainingConfig(epochs=1, freeze="none", heads_first=True, encoder_learning_rate=1e-12,
+                            learning_rate=1e-12, max_grad_norm=None, early_stopping_patience=None)
+    fit(model, train_set, val_set, config)  # steps too small to move anything: the heads are as first fitted
+    for name in ("classifier.linear.weight", "classifier.linear.bias", "sentiment_head.linear.weight"):
+        a, b = exact.state_dict()[name], model.state_dict()[name]
+        assert torch.allclose(a, b, atol=1e-3 * float(a.abs().max())), name
+
+
+def test_length_grouped_batches_cover_every_row_once_with_little_padding():
+    lengths = torch.randint(3, 200, (1000,))
+    generator = torch.Generator().manual_seed(0)
+    grouped = _batches(1000, 32, generator, lengths)
+    plain = _batches(1000, 32, torch.Generator().manual_seed(0), None)
+    assert sorted(torch.cat(grouped).tolist()) == list(range(1000))
+    padded = lambda batches: sum(len(b) * int(lengths[b].max()) for b in batches)  # noqa: E731
+    assert padded(grouped) < 0.6 * padded(plain)
+    assert _batches(1000, 32, torch.Generator().manual_seed(0), lengths)[0].tolist() == grouped[0].tolist()  # seeded
+
+
+def test_mixed_precision_is_chosen_by_the_hardware_and_an_impossible_one_is_refused():
+    cpu = torch.device("cpu")
+    assert training_dtype("fp32", cpu) is None
+    assert training_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_fast_bf16() else None)
+    with pytest.raises(ConfigError, match="precision 'fp16' is not supported on cpu"):
+        training_dtype("fp16", cpu)
+
+
+@pytest.mark.parametrize("device, message", [("meta", "holds no values"), ("mps", "is not available here"),
+                                             ("xpu", "is not available here")])
+def test_a_device_that_is_not_here_is_refused_in_words(device, message):
+    try:
+        resolve_device(device)
+    except ConfigError as exc:
+        assert message in str(exc) and "\n" not in str(exc)
+    else:
+        pytest.skip(f"this machine has a working {device}")
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_checkpoint_that_resumes_to_the_uninterrupted_runs_weights(tiny_encoder_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    args = ["train", "--builtin", "synthetic", "--size", "3000", "--model", tiny_encoder_dir, "--recipe", "finetune",
+            "--epochs", "3", "--batch-size", "8", "--encoder-lr", "1e-3", "--quiet"]
+    whole = tmp_path / "whole"
+    subprocess.run([sys.executable, "-m", "core", *map(str, args), "--out", str(whole)], check=True, capture_output=True)
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "core", *map(str, args), "--out", str(out)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first epoch's checkpoint: now stop it in the second
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("error: stopped at epoch 2, step "), err
+    assert f"go on with: python -m core train --resume {out}" in err and "Traceback" not in err
+
+    proc = subprocess.run([sys.executable, "-m", "core", "train", "--resume", str(out), "--epochs", "9"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--resume goes on with the run's own settings" in proc.stderr
+    subprocess.run([sys.executable, "-m", "core", "train", "--resume", str(out), "--quiet"], check=True,
+                   capture_output=True, env=os.environ)
+    assert not (out / "checkpoint").exists()  # a finished model
+    for name in ("heads.safetensors", "encoder/model.safetensors"):
+        a, b = load_file(str(whole / name)), load_file(str(out / name))
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6, name
