@@ -102,7 +102,8 @@ TRAIN_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "encoder_lr": "encod
                  "gradual_unfreeze": "gradual_unfreeze", "layer_lr_decay": "layer_lr_decay", "seed": "seed",
                  "classification_weight": "classification_weight", "sentiment_weight": "sentiment_weight",
                  "patience": "early_stopping_patience", "device": "device", "head_solver": "head_solver",
-                 "keep_similarity": "keep_similarity", "heads_first": "heads_first", "precision": "precision"}
+                 "keep_similarity": "keep_similarity", "topic_head_first": "topic_head_first", "precision": "precision",
+                 "encoder_dropout": "encoder_dropout"}
 RUN_ONLY = ("command", "json", "quiet", "resume")  # the arguments a checkpoint does not keep
 
 
@@ -476,8 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-similarity", type=float, default=None,
                    help="while the encoder trains, weight of the term that keeps each text's embedding near the frozen "
                         "encoder's, so general similarity is not forgotten (0: off; default: 0, the recipe's otherwise)")
-    p.add_argument("--heads-first", action=argparse.BooleanOptionalAction, default=None,
-                   help="fit new heads exactly on the frozen encoder before the encoder trains (the recipe does)")
+    p.add_argument("--topic-head-first", action=argparse.BooleanOptionalAction, default=None,
+                   help="fit a new topic head exactly on the frozen encoder before the encoder trains (the recipe does)")
+    p.add_argument("--encoder-dropout", action=argparse.BooleanOptionalAction, default=None,
+                   help="dropout inside the encoder while it trains (default on; the recipe turns it off so that "
+                        "--keep-similarity measures how far the encoder moved, not dropout's noise)")
     p.add_argument("--precision", choices=TRAINING_PRECISIONS, default=None,
                    help="autocast of steps where the encoder runs; auto: bf16 on a CPU with native bf16 or a GPU that "
                         "has it, fp16 on an older GPU, else fp32 (default: auto)")

@@ -117,7 +117,7 @@ def model_card(facts: ModelFacts, fmt: str = "sentence-lab", folder: str = "MODE
         if config.freeze != "encoder" or config.gradual_unfreeze:  # the encoder learned
             kept = (f"each text's embedding held near the frozen encoder's (weight {config.keep_similarity:g})"
                     if config.keep_similarity else "no term keeping the embeddings near the frozen encoder's")
-            first = "heads fitted on the frozen encoder first; " if config.heads_first else ""
+            first = "topic head fitted on the frozen encoder first; " if config.topic_head_first else ""
             lines.append(f"- Encoder training: {first}{kept}; precision {config.precision}")
         stsb = _dict(_dict(_dict(record.metrics).get("test")).get(STSB_TEST))
         if "spearman" in stsb:

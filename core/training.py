@@ -164,7 +164,7 @@ class TrainState:
     optimizer: dict[str, Any]  # state_dicts
     scheduler: dict[str, Any]
     scaler: dict[str, Any]
-    teacher: torch.Tensor | None  # (N, H) the frozen encoder's pooled vectors (keep_similarity, heads_first)
+    teacher: torch.Tensor | None  # (N, H) the frozen encoder's pooled vectors (keep_similarity, topic_head_first)
     seconds: float  # run time so far
 
 
@@ -373,14 +373,14 @@ def train(
                      cached=config.cache_embeddings and frozen_layers is not None)
 
     # The frozen encoder's pooled vectors of the training rows: what keep_similarity holds the encoder to,
-    # and what heads_first fits the heads on. A resumed run brings its own.
+    # and what topic_head_first fits the topic head on. A resumed run brings its own.
     teacher = resume.teacher if resume is not None else None
-    if teacher is None and encoder_learns and (config.keep_similarity > 0 or config.heads_first):
+    if teacher is None and encoder_learns and (config.keep_similarity > 0 or config.topic_head_first):
         parts: list[torch.Tensor] = []
         yield from _embeddings(model, train_data.texts, config.batch_size, parts, 0, len(train_data), stage="pooled")
         teacher = torch.cat(parts).float().to(device)
-        if config.heads_first:
-            _fit_heads_on(model, teacher, train_inputs, tasks)
+        if config.topic_head_first and "classification" in tasks:
+            _fit_topic_head_on(model, teacher, train_inputs)
     keep = config.keep_similarity if teacher is not None else 0.0
 
     history: list[dict[str, Any]] = []
@@ -423,7 +423,9 @@ def train(
                 if inputs is not None:  # runs the frozen bottom (for this epoch and, memory allowing, the coming ones)
                     inputs.set_frozen(frozen_layers if config.cache_embeddings else None, coming)
             model.train()
-            if frozen_layers is not None:
+            if not config.encoder_dropout:
+                model.encoder.backbone.eval()  # no dropout in the encoder; the heads keep theirs
+            elif frozen_layers is not None:
                 model.encoder.bottom_eval(frozen_layers)  # frozen layers run as the cache saw them: no dropout
             resuming = resume is not None and epoch == first_epoch
             if resuming:
@@ -531,17 +533,15 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, lengths: torch
 
 
 @torch.no_grad()
-def _fit_heads_on(model: MultiTaskModel, pooled: torch.Tensor, inputs: TrainingInputs, tasks: tuple[str, ...]) -> None:
-    """Each new head fitted exactly (L2 1/n, as the frozen-encoder preset does) on the frozen encoder's
-    pooled vectors, before the encoder trains: its first steps then serve heads that already work."""
+def _fit_topic_head_on(model: MultiTaskModel, pooled: torch.Tensor, inputs: TrainingInputs) -> None:
+    """The new topic head fitted exactly (L2 1/n, as the frozen-encoder preset does) on the frozen encoder's
+    pooled vectors, before the encoder trains: its first steps then serve a head that already works."""
     with eval_mode(model):
         X = model.encoder.project(pooled).double().cpu()
-    labels, targets = inputs.labels.cpu(), inputs.targets.cpu()
-    rows = {"classification": labels != IGNORE_LABEL, "sentiment": ~torch.isnan(targets)}
-    y = {"classification": labels, "sentiment": targets}
-    for task in tasks:
-        if rows[task].any():
-            _fit_head(model, task, X[rows[task]], y[task][rows[task]])
+    labels = inputs.labels.cpu()
+    rows = labels != IGNORE_LABEL
+    if rows.any():
+        _fit_head(model, "classification", X[rows], labels[rows])
 
 
 def _diverged(config: TrainingConfig, epoch: int, step: int, what: str) -> DivergedError:

@@ -48,7 +48,7 @@ def _max_diff(a, b):
 
 RUNS = {
     "whole encoder, kept near what it knew, heads first": TrainingConfig(
-        epochs=3, batch_size=16, freeze="none", keep_similarity=2.0, heads_first=True, seed=3,
+        epochs=3, batch_size=16, freeze="none", keep_similarity=2.0, topic_head_first=True, seed=3,
         early_stopping_patience=None, encoder_learning_rate=1e-3),
     "gradual unfreezing, early stopping": TrainingConfig(
         epochs=3, batch_size=16, gradual_unfreeze=True, layer_lr_decay=0.8, seed=4, early_stopping_patience=1,
@@ -91,7 +91,7 @@ def test_a_resumed_run_ends_with_the_weights_of_one_never_stopped(tokenizer, tin
 def test_a_checkpoint_folder_holds_only_safetensors_and_json_and_loads_as_a_model(tokenizer, synthetic, tmp_path):
     train_set, val_set = synthetic
     model = _tiny(tokenizer)
-    config = TrainingConfig(epochs=2, batch_size=32, freeze="none", keep_similarity=1.0, heads_first=True)
+    config = TrainingConfig(epochs=2, batch_size=32, freeze="none", keep_similarity=1.0, topic_head_first=True)
     states = [e.state for e in train(model, train_set, val_set, config) if isinstance(e, CheckpointEvent)]
     assert [(s.epoch, s.step) for s in states] == [(1, 0)]  # after each epoch but the last
     folder = save_checkpoint(model, states[0], tmp_path / "ckpt", {})
@@ -125,17 +125,30 @@ def test_keeping_similarity_keeps_the_encoder_near_what_it_knew(tokenizer, synth
     assert drift[20.0] < 0.5 * drift[0.0], drift  # held texts it never trained on, too
 
 
-def test_heads_first_start_the_encoder_from_the_heads_the_frozen_encoder_preset_fits(tokenizer, synthetic):
+def test_without_encoder_dropout_the_similarity_term_measures_drift_not_noise(tokenizer, synthetic):
+    train_set, val_set = synthetic
+    first = {}
+    for dropout in (True, False):
+        model = _tiny(tokenizer)
+        config = TrainingConfig(epochs=1, freeze="none", keep_similarity=1.0, encoder_dropout=dropout,
+                                encoder_learning_rate=1e-12, learning_rate=1e-12, early_stopping_patience=None)
+        first[dropout] = next(e.similarity for e in train(model, train_set, val_set, config) if isinstance(e, StepEvent))
+    assert first[False] < 1e-5 and first[True] > 1e-3, first  # nothing has moved yet: only dropout differs
+
+
+def test_the_topic_head_first_is_the_frozen_encoder_presets_fit_and_the_sentiment_head_starts_new(tokenizer, synthetic):
     train_set, val_set = synthetic
     exact = _tiny(tokenizer)
     fit(exact, train_set, None, TrainingConfig(freeze="encoder"))  # the optimum on the frozen encoder's vectors
     model = _tiny(tokenizer)
-    config = TrainingConfig(epochs=1, freeze="none", heads_first=True, encoder_learning_rate=1e-12,
+    new_head = model.state_dict()["sentiment_head.linear.weight"].clone()
+    config = TrainingConfig(epochs=1, freeze="none", topic_head_first=True, encoder_learning_rate=1e-12,
                             learning_rate=1e-12, max_grad_norm=None, early_stopping_patience=None)
-    fit(model, train_set, val_set, config)  # steps too small to move anything: the heads are as first fitted
-    for name in ("classifier.linear.weight", "classifier.linear.bias", "sentiment_head.linear.weight"):
+    fit(model, train_set, val_set, config)  # steps too small to move anything: the heads are as they started
+    for name in ("classifier.linear.weight", "classifier.linear.bias"):
         a, b = exact.state_dict()[name], model.state_dict()[name]
         assert torch.allclose(a, b, atol=1e-3 * float(a.abs().max())), name
+    assert torch.allclose(model.state_dict()["sentiment_head.linear.weight"], new_head, atol=1e-6)
 
 
 def test_length_grouped_batches_cover_every_row_once_with_little_padding():
@@ -173,7 +186,7 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_to_the_uninterrupted_runs_weigh
     from safetensors.torch import load_file
 
     args = ["train", "--builtin", "synthetic", "--size", "3000", "--model", tiny_encoder_dir, "--recipe", "finetune",
-            "--epochs", "3", "--batch-size", "8", "--encoder-lr", "1e-3", "--quiet"]
+            "--epochs", "2", "--batch-size", "8", "--encoder-lr", "1e-3", "--quiet"]
     whole = tmp_path / "whole"
     subprocess.run([sys.executable, "-m", "core", *map(str, args), "--out", str(whole)], check=True, capture_output=True)
 

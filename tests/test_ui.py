@@ -39,7 +39,7 @@ def test_the_train_form_turns_page_values_into_a_checked_config():
         TrainForm(learning_rate=" ").training_config(Limits())
     # The fine-tuning recipe: its own rates and protections, the page's epochs, batch size and seed.
     recipe = TrainForm(preset="finetune", epochs=3, batch_size=8, seed=2).training_config(Limits())
-    assert (recipe.freeze, recipe.heads_first, recipe.keep_similarity > 0) == ("none", True, True)
+    assert (recipe.freeze, recipe.topic_head_first, recipe.keep_similarity > 0) == ("none", True, True)
     assert (recipe.epochs, recipe.batch_size, recipe.seed, recipe.precision) == (3, 8, 2, "auto")
     assert (recipe.learning_rate, recipe.encoder_learning_rate) == (RECIPES["finetune"]["learning_rate"],
                                                                     RECIPES["finetune"]["encoder_learning_rate"])
