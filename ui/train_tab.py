@@ -54,6 +54,10 @@ PRESET_LABELS = {
     "classification_head": "Topic head frozen",
     "sentiment_head": "Sentiment head frozen",
 }
+OPTION_HELP = PRESET_HELP | {
+    "finetune": "Everything learns by the measured recipe: the topic head is fitted first, and each sentence's vector "
+                "is held near where the encoder first put it, so comparing sentences stays as good. Slower than heads only.",
+}
 SOURCE_CHOICES = [("Synthetic sentences (generated, 4 topics + sentiment)", "synthetic"),
                   ("Review sentences (real: products, movies, restaurants + sentiment)", "reviews"),
                   ("BBC News articles (real, 5 topics)", "bbc_news"),
@@ -307,7 +311,7 @@ class TrainTab:
                      "the data's topics must be among that model's.")
         elif setup.preset == "finetune":
             recipe = RECIPES["finetune"]
-            text += (f"<br>The fine-tuning recipe: the heads are first fitted on the frozen encoder, then everything "
+            text += (f"<br>The fine-tuning recipe: the topic head is first fitted on the frozen encoder, then everything "
                      f"learns (heads at {recipe['learning_rate']:g}, encoder at {recipe['encoder_learning_rate']:g}: "
                      "the learning-rate box is not used) while each sentence's vector is held near where the "
                      "encoder first put it, so it still compares sentences well. Epochs and batch size are yours.")
@@ -577,7 +581,7 @@ def render(shared: Shared, session: gr.State, classify: ClassifyParts, demo: gr.
                                      allow_custom_value=False, visible=len(shared.models) > 1, elem_id="base-model")
             preset = gr.Radio([(label, key) for key, label in PRESET_LABELS.items()], value="encoder",
                               label="Freezing", elem_id="preset")
-            gr.Markdown("\n".join(f"- **{PRESET_LABELS[k].split(':')[0]}**: {PRESET_HELP[k]}" for k in PRESET_LABELS),
+            gr.Markdown("\n".join(f"- **{PRESET_LABELS[k].split(':')[0]}**: {OPTION_HELP[k]}" for k in PRESET_LABELS),
                         elem_id="preset-help")
             gradual = gr.Checkbox(False, label="Gradual unfreezing: open one more encoder layer each epoch",
                                   elem_id="gradual")
