@@ -49,7 +49,7 @@ NO_DOWNLOAD = "<small>Train a model to download it.</small>"
 PRESET_LABELS = {
     "encoder": "Encoder frozen: train the heads only (fast)",
     "none": "Nothing frozen: train everything",
-    "finetune": "Fine-tune (recipe): everything learns, heads fitted first, the encoder kept near what it knew",
+    "finetune": "Fine-tune (recipe): everything learns, the topic head fitted first, the encoder kept near what it knew",
     "all": "Everything frozen: no training (baseline)",
     "classification_head": "Topic head frozen",
     "sentiment_head": "Sentiment head frozen",
