@@ -229,12 +229,12 @@ def _stsb(model: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def _precision_used(config: TrainingConfig, model: Any) -> str:
     """The autocast of the run's encoder steps: fp32 when the encoder never ran in a step (it was frozen)."""
-    from .precision import training_dtype
+    from .precision import DTYPES, training_dtype
 
     if config.freeze in ("encoder", "all") and not config.gradual_unfreeze:
         return "fp32"
     dtype = training_dtype(config.precision, model.encoder.device)
-    return {None: "fp32"}.get(dtype, str(dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16"))
+    return next((name for name, d in DTYPES.items() if d == dtype), "fp32")  # None: plain fp32
 
 
 @contextmanager
