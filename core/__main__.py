@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .config import (BUILTIN_DATASETS, DEFAULT_HEADS_DIR, DEFAULT_MODEL, EXPORT_FORMATS, FREEZE_PRESETS, HEAD_SOLVERS,
-                     NORMALIZE_FOR_TRAINING, POOLING_MODES, RECIPES, TRAINING_PRECISIONS, TrainingConfig)
+                     NORMALIZE_FOR_TRAINING, POOLING_MODES, RECIPES, TRAINING_PRECISIONS, BEST_EPOCH_BY,
+                     TrainingConfig)
 from .card import STSB_BASE, STSB_TEST
 from .errors import ConfigError, DataError, MissingFileError, SentenceLabError, TextError
 from .text import check_texts, is_blank
@@ -103,7 +104,7 @@ TRAIN_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "encoder_lr": "encod
                  "classification_weight": "classification_weight", "sentiment_weight": "sentiment_weight",
                  "patience": "early_stopping_patience", "device": "device", "head_solver": "head_solver",
                  "keep_similarity": "keep_similarity", "topic_head_first": "topic_head_first", "precision": "precision",
-                 "encoder_dropout": "encoder_dropout"}
+                 "encoder_dropout": "encoder_dropout", "best_epoch_by": "best_epoch_by"}
 RUN_ONLY = ("command", "json", "quiet", "resume")  # the arguments a checkpoint does not keep
 
 
@@ -485,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=TRAINING_PRECISIONS, default=None,
                    help="autocast of steps where the encoder runs; auto: bf16 on a CPU with native bf16 or a GPU that "
                         "has it, fp16 on an older GPU, else fp32 (default: auto)")
+    p.add_argument("--best-epoch-by", choices=BEST_EPOCH_BY, default=None,
+                   help="the held-out figure that picks the epoch kept: loss, or metrics (mean of accuracy and Pearson; "
+                        "the recipe's). Default: loss")
     p.add_argument("--classification-weight", type=float, default=None)
     p.add_argument("--sentiment-weight", type=float, default=None)
     p.add_argument("--patience", type=int, default=None,

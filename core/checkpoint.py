@@ -25,7 +25,7 @@ from .training import TrainState
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 TENSORS_FILE = "state.safetensors"
-_SCALARS = ("epoch", "step", "global_step", "sums", "history", "best_loss", "best_epoch", "best_metrics",
+_SCALARS = ("epoch", "step", "global_step", "sums", "history", "best_score", "best_epoch", "best_metrics",
             "best_breakdown", "bad_epochs", "scheduler", "scaler", "seconds")
 
 

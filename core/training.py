@@ -155,7 +155,7 @@ class TrainState:
     cuda_rng: torch.Tensor | None
     sums: dict[str, float]  # the epoch's running loss sums so far
     history: list[dict[str, Any]]  # the epochs done
-    best_loss: float
+    best_score: float  # the kept epoch's held-out score, lower is better (see selection_score)
     best_epoch: int | None
     best_metrics: dict[str, float]
     best_breakdown: dict[str, Any] | None
@@ -258,6 +258,15 @@ def task_metrics(model: MultiTaskModel, logits: torch.Tensor | None, scores: tor
         metrics |= regression_metrics(targets[has_score].cpu().numpy(), pred)
         metrics["n_sentiment"] = int(has_score.sum())
     return metrics
+
+
+def selection_score(by: str, loss: float, metrics: dict[str, float]) -> float:
+    """How good a held-out epoch is, lower is better: its summed task loss (``by="loss"``), or minus the mean of
+    its accuracy and Pearson over the tasks present (``by="metrics"``; a Pearson that is NaN counts as 0)."""
+    if by == "loss":
+        return loss
+    figures = [metrics[k] for k in ("accuracy", "pearson") if k in metrics]
+    return -sum(0.0 if math.isnan(f) else f for f in figures) / max(len(figures), 1)
 
 
 def topic_breakdown(model: MultiTaskModel, logits: torch.Tensor | None, labels: torch.Tensor) -> dict[str, Any] | None:
@@ -388,7 +397,7 @@ def train(
     # parameters that would otherwise be copied at every improving epoch.
     changing = [n for n, p in model.named_parameters() if p.requires_grad or
                 (config.gradual_unfreeze and n.startswith("encoder.backbone."))]
-    best_loss, best_epoch, best_metrics, best_state, best_breakdown = math.inf, None, {}, None, None
+    best_score, best_epoch, best_metrics, best_state, best_breakdown = math.inf, None, {}, None, None
     bad_epochs, global_step, stopped, stopped_early = 0, 0, False, False
     first_epoch, done_in_epoch = 0, 0
     if resume is not None:  # go on exactly where the checkpoint left off
@@ -397,7 +406,7 @@ def train(
         if resume.scaler:
             scaler.load_state_dict(resume.scaler)
         history = [dict(h) for h in resume.history]
-        best_loss, best_epoch, best_metrics = resume.best_loss, resume.best_epoch, resume.best_metrics
+        best_score, best_epoch, best_metrics = resume.best_score, resume.best_epoch, resume.best_metrics
         best_state, best_breakdown, bad_epochs = resume.best_state, resume.best_breakdown, resume.bad_epochs
         global_step, first_epoch, done_in_epoch = resume.global_step, resume.epoch, resume.step
         started -= resume.seconds
@@ -405,7 +414,7 @@ def train(
     def state(epoch: int, step: int, epoch_rng: torch.Tensor, sums: dict[str, float]) -> TrainState:
         return TrainState(epoch=epoch, step=step, global_step=global_step, epoch_rng=epoch_rng,
                           rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                          sums=dict(sums), history=[dict(h) for h in history], best_loss=best_loss, best_epoch=best_epoch,
+                          sums=dict(sums), history=[dict(h) for h in history], best_score=best_score, best_epoch=best_epoch,
                           best_metrics=best_metrics, best_breakdown=best_breakdown, bad_epochs=bad_epochs,
                           best_state=best_state, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                           scaler=scaler.state_dict(), teacher=teacher, seconds=time.perf_counter() - started)
@@ -485,11 +494,12 @@ def train(
             if val_inputs is not None and val_tasks:
                 val_loss, val_losses, metrics, topics = _validate(model, val_inputs, val_tasks, loss_fn,
                                                                   max(config.batch_size, 64))
-                is_best = val_loss < best_loss
+                score = selection_score(config.best_epoch_by, val_loss, metrics)
+                is_best = score < best_score
                 entry["validation"] = {"loss": val_loss, **val_losses}
                 entry["metrics"] = metrics
                 if is_best:
-                    best_loss, best_epoch, best_metrics, bad_epochs = val_loss, epoch, metrics, 0
+                    best_score, best_epoch, best_metrics, bad_epochs = score, epoch, metrics, 0
                     best_breakdown = topics
                     params = dict(model.named_parameters())
                     best_state = {n: params[n].detach().clone() for n in changing}
@@ -509,7 +519,7 @@ def train(
 
     if not stopped and best_state is not None and best_epoch != history[-1]["epoch"]:
         model.load_state_dict(best_state, strict=False)  # keep the best epoch's weights, not the last one's
-        logger.info("restored the weights of epoch %d (best validation loss %.4f)", best_epoch, best_loss)
+        logger.info("restored the weights of epoch %d (best held-out %s)", best_epoch, config.best_epoch_by)
     bad = next((n for n, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()), None)
     if bad is not None:  # a last step can leave weights broken although every loss seen was finite
         raise _diverged(config, len(history) - 1, global_step, f"the weights of {bad} are no longer finite")

@@ -12,7 +12,7 @@ from core.data import MultiTaskDataset
 from core.datasets import make_synthetic
 from core.model import MultiTaskModel
 from core.training import (DoneEvent, EpochEvent, PrepareEvent, StartEvent, StepEvent, ValidationEvent, evaluate, fit,
-                           train)
+                           selection_score, train)
 from tests.helpers import make_tiny_encoder
 
 CLASSES = ["Business", "Sci/Tech", "Sports", "World"]
@@ -104,6 +104,26 @@ def test_early_stopping_restores_the_best_weights(tiny_model, synthetic):
     assert result.best_metrics == best.metrics
     assert result.best_epoch != result.history[-1]["epoch"], "test set-up: expected a non-final best epoch"
     assert evaluate(tiny_model, val_set) == pytest.approx(best.metrics, abs=1e-6)
+
+
+def test_selection_score_orders_epochs_by_loss_or_by_the_figures_people_read():
+    assert selection_score("loss", 0.5, {"accuracy": 0.9, "pearson": 0.7}) == 0.5
+    assert selection_score("metrics", 0.5, {"accuracy": 0.9, "pearson": 0.7, "mse": 0.1}) == pytest.approx(-0.8)
+    assert selection_score("metrics", 0.5, {"accuracy": 0.9}) == pytest.approx(-0.9)  # a topic-only run
+    assert selection_score("metrics", 0.5, {"pearson": float("nan")}) == 0.0  # constant predictions: no better than 0
+
+
+def test_best_epoch_by_metrics_keeps_the_epoch_with_the_best_held_out_figures(tiny_model, synthetic):
+    train_set, val_set = synthetic
+    config = TrainingConfig(epochs=6, freeze="none", learning_rate=0.3, encoder_learning_rate=0.2,
+                            early_stopping_patience=None, warmup_ratio=0.0, max_grad_norm=None,
+                            group_by_length=False, best_epoch_by="metrics")
+    events = list(train(tiny_model, train_set, val_set, config))
+    result = events[-1].result
+    scores = {e.epoch: (e.metrics["accuracy"] + e.metrics["pearson"]) / 2 for e in events if isinstance(e, ValidationEvent)}
+    assert result.best_epoch == max(scores, key=scores.get)
+    assert result.best_epoch != result.history[-1]["epoch"], "test set-up: expected a non-final best epoch"
+    assert evaluate(tiny_model, val_set) == pytest.approx(result.best_metrics, abs=1e-6)
 
 
 def test_rows_without_one_target_train_without_nan(tiny_model):
@@ -211,6 +231,7 @@ def test_nothing_to_train_is_refused(tiny_model, synthetic):
     ({"freeze": "heads"}, "Valid freeze preset values are: none, all, encoder"),
     ({"gradual_unfreeze": True, "freeze": "all"}, "gradual_unfreeze .* needs freeze 'none' or 'encoder'"),
     ({"layer_lr_decay": 1.5}, r"layer_lr_decay must be in \(0, 1\]"),
+    ({"best_epoch_by": "accuracy"}, "Valid best_epoch_by values are: loss, metrics"),
 ])
 def test_bad_training_settings(settings, message):
     with pytest.raises(ValueError, match=message):
