@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .config import (BUILTIN_DATASETS, DEFAULT_HEADS_DIR, DEFAULT_MODEL, EXPORT_FORMATS, FREEZE_PRESETS, HEAD_SOLVERS,
-                     NORMALIZE_FOR_TRAINING, POOLING_MODES, RECIPES, TRAINING_PRECISIONS, BEST_EPOCH_BY,
+                     NORMALIZE_FOR_TRAINING, POOLING_MODES, RECIPES, TRAINING_PRECISIONS, BEST_EPOCH_BY, KEEP_ON,
                      TrainingConfig)
 from .card import STSB_BASE, STSB_TEST
 from .errors import ConfigError, DataError, MissingFileError, SentenceLabError, TextError
@@ -104,7 +104,8 @@ TRAIN_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "encoder_lr": "encod
                  "classification_weight": "classification_weight", "sentiment_weight": "sentiment_weight",
                  "patience": "early_stopping_patience", "device": "device", "head_solver": "head_solver",
                  "keep_similarity": "keep_similarity", "topic_head_first": "topic_head_first", "precision": "precision",
-                 "encoder_dropout": "encoder_dropout", "best_epoch_by": "best_epoch_by"}
+                 "encoder_dropout": "encoder_dropout", "best_epoch_by": "best_epoch_by",
+                 "keep_similarity_on": "keep_similarity_on"}
 RUN_ONLY = ("command", "json", "quiet", "resume")  # the arguments a checkpoint does not keep
 
 
@@ -207,7 +208,7 @@ def cmd_train(args: argparse.Namespace) -> Any:
     summary = {"out": str(args.out), "best_epoch": result.best_epoch, "metrics": result.best_metrics,
                "measured_on": result.measured_on, "history": result.history,
                "stopped_early": result.stopped_early, "steps": result.steps, "seconds": round(result.seconds, 2),
-               "freeze": result.freeze.to_dict(), "precision": _precision_used(config, model)}
+               "freeze": result.freeze.to_dict(), "precision": result.precision}
     if not model.encoder_is_pretrained():  # the encoder learned: how much general similarity it kept
         summary["stsb"] = _stsb(model, args)
         if "spearman" in summary["stsb"]:
@@ -226,16 +227,6 @@ def _stsb(model: Any, args: argparse.Namespace) -> dict[str, Any]:
     if folder is None or not (folder / STSB_TEST).is_file():
         return {"skipped": f"STS-B not found: set {DATA_ENV} to the shared datasets folder to measure it"}
     return sts_correlation(model.encoder, read_sts(folder / STSB_TEST), show_progress_bar=not args.quiet)
-
-
-def _precision_used(config: TrainingConfig, model: Any) -> str:
-    """The autocast of the run's encoder steps: fp32 when the encoder never ran in a step (it was frozen)."""
-    from .precision import DTYPES, training_dtype
-
-    if config.freeze in ("encoder", "all") and not config.gradual_unfreeze:
-        return "fp32"
-    dtype = training_dtype(config.precision, model.encoder.device)
-    return next((name for name, d in DTYPES.items() if d == dtype), "fp32")  # None: plain fp32
 
 
 @contextmanager
@@ -478,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-similarity", type=float, default=None,
                    help="while the encoder trains, weight of the term that keeps each text's embedding near the frozen "
                         "encoder's, so general similarity is not forgotten (0: off; default: 0, the recipe's otherwise)")
+    p.add_argument("--keep-similarity-on", choices=KEEP_ON, default=None,
+                   help="the rows --keep-similarity holds: all, or topic (rows with a topic: learning topics is what "
+                        "makes the encoder forget; the recipe's). Default: all")
     p.add_argument("--topic-head-first", action=argparse.BooleanOptionalAction, default=None,
                    help="fit a new topic head exactly on the frozen encoder before the encoder trains (the recipe does)")
     p.add_argument("--encoder-dropout", action=argparse.BooleanOptionalAction, default=None,

@@ -58,6 +58,11 @@ def check_precision(precision: str, device: torch.device) -> None:
                          f"use 'fp32' or 'auto' (which picks {fast_precision(device)!r})")
 
 
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """The precision's name of an autocast dtype (None, no autocast: "fp32")."""
+    return next((name for name, d in DTYPES.items() if d == dtype), "fp32")
+
+
 def training_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of training steps where the encoder runs, or None for plain fp32.
 

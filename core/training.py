@@ -11,7 +11,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Protocol
 
 import torch
@@ -31,7 +31,7 @@ from .metrics import classification_metrics, confusion, per_class, regression_me
 from .model import MultiTaskModel
 from .probe import fit_logistic, fit_ridge, logistic_steps
 from .record import TrainingRecord
-from .precision import training_dtype
+from .precision import dtype_name, training_dtype
 from .runtime import eval_mode, resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -138,6 +138,7 @@ class TrainResult:
     # The topic predictions best_metrics were measured on, topic by topic (see topic_breakdown); None without
     # topic rows to measure on (no topic head or data, or no validation before Stop).
     breakdown: dict[str, Any] | None = None
+    precision: str = "fp32"  # the autocast the encoder's steps ran under ("fp32" when the encoder did not learn)
 
 
 @dataclass
@@ -462,8 +463,12 @@ def train(
                 total = loss.total
                 drift = None
                 if keep > 0 and train_inputs.pooled is None:  # the encoder runs: hold it near what it knew
-                    drift = (1 - F.cosine_similarity(pooled.float(), teacher[index], dim=-1)).mean()
-                    total = total + keep * drift
+                    distance = 1 - F.cosine_similarity(pooled.float(), teacher[index], dim=-1)
+                    held = (labels != IGNORE_LABEL if config.keep_similarity_on == "topic"
+                            else torch.ones_like(distance, dtype=torch.bool))
+                    if held.any():  # each held row weighs keep / batch size, as when every row is held
+                        drift = distance[held].mean()
+                        total = total + keep * distance[held].sum() / len(distance)
                 if not torch.isfinite(total):
                     raise _diverged(config, epoch, step, f"the loss became {total.item()}")
                 optimizer.zero_grad(set_to_none=True)
@@ -525,7 +530,7 @@ def train(
         raise _diverged(config, len(history) - 1, global_step, f"the weights of {bad} are no longer finite")
     yield DoneEvent(_finish(model, config, train_data, val_data, history, best_epoch, best_metrics, stopped,
                             stopped_early, global_step, started, breakdown=best_breakdown,
-                            rule_vectors=_cached_vectors(model, train_inputs, stopped)))
+                            rule_vectors=_cached_vectors(model, train_inputs, stopped), precision=dtype_name(amp)))
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator, lengths: torch.Tensor | None) -> list[torch.Tensor]:
@@ -568,16 +573,16 @@ def _finish(model: MultiTaskModel, config: TrainingConfig, train_data: MultiTask
             best_metrics: dict[str, float], stopped: bool, stopped_early: bool, steps: int, started: float,
             head_fit: dict[str, Any] | None = None, measured_on: str = HELD_OUT,
             rule_vectors: Callable[[torch.Tensor], torch.Tensor] | None = None,
-            breakdown: dict[str, Any] | None = None) -> TrainResult:
+            breakdown: dict[str, Any] | None = None, precision: str = "fp32") -> TrainResult:
     """The run's result, and its record on the model (what the saved folder and the card will say), and
     the topic head's unsure rule (``rule_vectors``: see _fit_confidence)."""
     model.eval()
     _fit_confidence(model, config, train_data, rule_vectors, stopped)
     result = TrainResult(history=history, best_epoch=best_epoch, best_metrics=best_metrics, stopped=stopped,
                          stopped_early=stopped_early, steps=steps, seconds=time.perf_counter() - started,
-                         freeze=freeze_report(model), measured_on=measured_on, breakdown=breakdown)
-    model.record = TrainingRecord(
-        config=config, train_data=train_data.summary(), validation_data=val_data.summary() if val_data is not None else None,
+                         freeze=freeze_report(model), measured_on=measured_on, breakdown=breakdown, precision=precision)
+    model.record = TrainingRecord(  # its config names the precision the run used ("auto" resolved)
+        config=replace(config, precision=precision), train_data=train_data.summary(), validation_data=val_data.summary() if val_data is not None else None,
         files=model.record.files, epochs_run=len(history), best_epoch=best_epoch, stopped=stopped, steps=steps,
         seconds=result.seconds, metrics={"validation": best_metrics} if best_metrics else model.record.metrics,
         head_fit=head_fit or {})

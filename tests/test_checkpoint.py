@@ -13,8 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from core.card import model_card
 from core.checkpoint import read_checkpoint, save_checkpoint
 from core.config import HeadsConfig, TrainingConfig
+from core.data import MultiTaskDataset
 from core.datasets import make_synthetic
 from core.encoder import SentenceEncoder
 from core.errors import ConfigError, ModelFolderError
@@ -125,6 +127,31 @@ def test_keeping_similarity_keeps_the_encoder_near_what_it_knew(tokenizer, synth
     assert drift[20.0] < 0.5 * drift[0.0], drift  # held texts it never trained on, too
 
 
+def test_keeping_similarity_on_topic_rows_leaves_sentiment_rows_free(tokenizer, synthetic):
+    train_set, val_set = synthetic
+    half = len(train_set) // 2  # the first half keeps only its sentiment, the second half only its topic
+    mixed = MultiTaskDataset(train_set.texts, [None] * half + train_set.labels[half:],
+                             train_set.sentiments[:half] + [None] * (len(train_set) - half))
+    weights = {}
+    for keep, on in ((0.0, "all"), (5.0, "all"), (5.0, "topic")):
+        model = _tiny(tokenizer)
+        config = TrainingConfig(epochs=1, freeze="none", keep_similarity=keep, keep_similarity_on=on, seed=1,
+                                encoder_learning_rate=3e-3, early_stopping_patience=None, group_by_length=False)
+        list(train(model, mixed, val_set, config))
+        weights[keep, on] = _weights(model)
+    assert _max_diff(weights[5.0, "all"], weights[5.0, "topic"]) > 1e-4  # the sentiment rows' term is gone
+    assert _max_diff(weights[0.0, "all"], weights[5.0, "topic"]) > 1e-4  # the topic rows' term is not
+    sentiment_only = MultiTaskDataset(train_set.texts[:half], [None] * half, train_set.sentiments[:half])
+    runs = []
+    for keep in (0.0, 5.0):  # no row with a topic: held on topic rows is not held at all
+        model = _tiny(tokenizer)
+        config = TrainingConfig(epochs=1, freeze="none", keep_similarity=keep, keep_similarity_on="topic", seed=1,
+                                encoder_learning_rate=3e-3, early_stopping_patience=None, group_by_length=False)
+        list(train(model, sentiment_only, None, config))
+        runs.append(_weights(model))
+    assert _max_diff(*runs) == 0.0
+
+
 def test_without_encoder_dropout_the_similarity_term_measures_drift_not_noise(tokenizer, synthetic):
     train_set, val_set = synthetic
     first = {}
@@ -168,6 +195,16 @@ def test_mixed_precision_is_chosen_by_the_hardware_and_an_impossible_one_is_refu
     assert training_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_fast_bf16() else None)
     with pytest.raises(ConfigError, match="precision 'fp16' is not supported on cpu"):
         training_dtype("fp16", cpu)
+
+
+def test_the_run_records_the_precision_its_encoder_steps_used_and_the_card_names_it(tokenizer, synthetic):
+    fast = "bf16" if cpu_has_fast_bf16() else "fp32"
+    for freeze, used in (("none", fast), ("encoder", "fp32")):  # a frozen encoder never runs in a step
+        model = _tiny(tokenizer)
+        result = fit(model, *synthetic, TrainingConfig(epochs=1, freeze=freeze, precision="auto"))
+        assert result.precision == used and model.record.config.precision == used, freeze
+        if freeze == "none":
+            assert f"precision {used}" in model_card(model.facts())
 
 
 @pytest.mark.parametrize("device, message", [("meta", "holds no values"), ("mps", "is not available here"),
