@@ -1,4 +1,4 @@
-"""Command line: python -m core {embed,predict,train,evaluate,evaluate-sts,export,bench}.
+"""Command line: python -m core {embed,predict,search,train,evaluate,evaluate-sts,export,bench}.
 
 Every subcommand prints JSON with --json, shows progress on stderr (off with --quiet), and on
 bad input exits with status 2 and a one-line reason.
@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .config import (BUILTIN_DATASETS, DEFAULT_HEADS_DIR, DEFAULT_MODEL, EXPORT_FORMATS, FREEZE_PRESETS, HEAD_SOLVERS,
-                     NORMALIZE_FOR_TRAINING, POOLING_MODES, RECIPES, TRAINING_PRECISIONS, BEST_EPOCH_BY, KEEP_ON,
-                     TrainingConfig)
+from .config import (BEST_EPOCH_BY, BUILTIN_DATASETS, CHUNK_ROWS, DEFAULT_HEADS_DIR, DEFAULT_MODEL, EXPORT_FORMATS,
+                     FREEZE_PRESETS, HEAD_SOLVERS, KEEP_ON, NORMALIZE_FOR_TRAINING, POOLING_MODES, RECIPES,
+                     TRAINING_PRECISIONS, TrainingConfig)
 from .card import STSB_BASE, STSB_TEST
 from .errors import ConfigError, DataError, MissingFileError, SentenceLabError, TextError
 from .text import check_texts, is_blank
@@ -56,6 +56,8 @@ def _model_dir(args: argparse.Namespace) -> Path:
 def cmd_embed(args: argparse.Namespace) -> Any:
     from .encoder import SentenceEncoder
 
+    if args.input or args.out or args.text_column:
+        return _embed_file(args)
     texts = _texts(args)
     encoder = SentenceEncoder.from_pretrained(args.model, pooling=args.pooling, normalize=args.normalize)
     result = encoder.embed(texts, batch_size=args.batch_size, show_progress_bar=not args.quiet)
@@ -64,37 +66,102 @@ def cmd_embed(args: argparse.Namespace) -> Any:
             "embeddings": result.embeddings.round(7).tolist()}
 
 
+def _embed_file(args: argparse.Namespace) -> dict[str, Any]:
+    """embed --input IN --out OUT.parquet: every non-blank row of a CSV or Parquet file embedded into an index."""
+    from tqdm.auto import tqdm
+
+    from .corpus import open_source
+    from .encoder import SentenceEncoder
+    from .index import check_index_out, embed_corpus
+
+    if not args.input:
+        raise ConfigError("--out and --text-column go with --input FILE, the CSV or Parquet file to embed")
+    if args.texts or args.file:
+        raise ConfigError("give sentences as arguments or --file, or a CSV or Parquet file to embed as --input, "
+                          "not both")
+    if not args.out:
+        raise ConfigError("--input needs --out FILE.parquet, the index to write")
+    if args.chunk_rows < 1:
+        raise ConfigError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
+    check_index_out(args.out, args.input)  # before the model: a bad file or place to write is told at once
+    corpus = open_source(args.input, text_column=args.text_column)
+    encoder = SentenceEncoder.from_pretrained(args.model, pooling=args.pooling, normalize=args.normalize)
+    with tqdm(total=corpus.rows, desc="Embedding", unit="row", disable=args.quiet, file=sys.stderr) as bar:
+        summary = embed_corpus(encoder, corpus, args.out, chunk_rows=args.chunk_rows, batch_size=args.batch_size,
+                               progress=lambda done, total: bar.update(done - bar.n))
+    return {"input": str(args.input), "out": str(summary.out), "rows": summary.rows, "embedded": summary.embedded,
+            "blank": summary.blank, "truncated": summary.truncated, "dim": summary.dim, "model": args.model,
+            "text_column": summary.text_column, "id_column": summary.id_column, **_speed(summary.rows, summary.seconds)}
+
+
+def _speed(rows: int, seconds: float) -> dict[str, float]:
+    return {"seconds": round(seconds, 2), "rows_per_second": round(rows / seconds, 1) if seconds > 0 else 0.0}
+
+
 def cmd_predict(args: argparse.Namespace) -> Any:
     from .model import MultiTaskModel
 
-    if args.csv or args.out or args.text_column:
-        return _predict_csv(args)
+    if args.input or args.csv or args.out or args.text_column:
+        return _predict_file(args)
     texts = _texts(args)
     model = MultiTaskModel.load(_model_dir(args), trust_base_path=args.trust_base_path)
     return [p.to_dict() for p in model.predict(texts, batch_size=args.batch_size, show_progress_bar=not args.quiet)]
 
 
-def _predict_csv(args: argparse.Namespace) -> dict[str, Any]:
-    """predict --csv IN --out OUT: every row of a CSV scored, streamed into another CSV."""
+def _predict_file(args: argparse.Namespace) -> dict[str, Any]:
+    """predict --input IN --out OUT: every row of a CSV or Parquet file scored, streamed into a CSV or Parquet file.
+
+    --csv is --input's old name: given as --csv, the summary keeps its old form (the key "csv", no timing),
+    which scripts parse.
+    """
     from tqdm.auto import tqdm
 
+    from .corpus import check_out, open_source
     from .model import MultiTaskModel
-    from .scoring import check_out, scan_csv, score_csv
+    from .scoring import score_corpus
 
-    if not args.csv:
-        raise ConfigError("--out and --text-column go with --csv FILE, the CSV to score")
+    if args.input and args.csv:
+        raise ConfigError("--csv is the old name of --input: give one of them")
+    flag, source = ("--csv", args.csv) if args.csv else ("--input", args.input)
+    if not source:
+        raise ConfigError("--out and --text-column go with --csv FILE, the CSV to score, or --input FILE, a CSV or "
+                          "Parquet file")
     if args.texts or args.file:
-        raise ConfigError("give sentences as arguments or --file, or a CSV to score as --csv, not both")
+        raise ConfigError(f"give sentences as arguments or --file, or a {'CSV' if args.csv else 'CSV or Parquet file'} "
+                          f"to score as {flag}, not both")
     if not args.out:
-        raise ConfigError("--csv needs --out FILE.csv, the file to write the scored rows to")
-    check_out(args.out, args.csv)  # before the model: a bad file or place to write is told at once
-    rows = scan_csv(args.csv, text_column=args.text_column).rows
+        raise ConfigError(f"{flag} needs --out FILE.csv, the file to write the scored rows to (or FILE.parquet)")
+    check_out(args.out, source)  # before the model: a bad file or place to write is told at once
+    corpus = open_source(source, text_column=args.text_column)
     model = MultiTaskModel.load(_model_dir(args), trust_base_path=args.trust_base_path)
-    with tqdm(total=rows, desc="Scoring", unit="row", disable=args.quiet, file=sys.stderr) as bar:
-        summary = score_csv(model, args.csv, args.out, text_column=args.text_column, batch_size=args.batch_size,
-                            progress=lambda done, total: bar.update(done - bar.n))
-    return {"csv": str(args.csv), "out": str(summary.out), "rows": summary.rows, "scored": summary.scored,
-            "blank": summary.blank, "truncated": summary.truncated, "columns_added": summary.columns_added}
+    with tqdm(total=corpus.rows, desc="Scoring", unit="row", disable=args.quiet, file=sys.stderr) as bar:
+        summary = score_corpus(model, corpus, args.out, batch_size=args.batch_size,
+                               progress=lambda done, total: bar.update(done - bar.n))
+    result = {"input": str(source), "out": str(summary.out), "rows": summary.rows, "scored": summary.scored,
+              "blank": summary.blank, "truncated": summary.truncated, "columns_added": summary.columns_added}
+    if args.csv:
+        return {"csv": result.pop("input"), **result}
+    return result | _speed(summary.rows, summary.seconds)
+
+
+def cmd_search(args: argparse.Namespace) -> Any:
+    from tqdm.auto import tqdm
+
+    from .index import search_index
+
+    bars: list[Any] = []  # the bar opens at the first batch: after the index is checked and the encoder loaded
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc="Searching", unit="row", disable=args.quiet, file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        hits = search_index(args.index, args.query, args.k, trust_base_path=args.trust_base_path, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    return [hit.to_dict() for hit in hits]
 
 
 # train's options that set a TrainingConfig field (CLI name -> field). Left out (None), a field takes the
@@ -350,15 +417,23 @@ def _print_human(command: str, result: Any) -> None:
     if command == "bench":
         _print_bench(result)
         return
-    if command == "embed":
+    if command == "embed" and "embedded" in result:  # --input: the summary
+        skipped = f", {result['blank']:,} blank skipped" if result["blank"] else ""
+        print(f"embedded {result['embedded']:,} of {result['rows']:,} rows{skipped} ({result['truncated']:,} truncated) "
+              f"into {result['out']} in {result['seconds']:.1f}s ({result['rows_per_second']:,.1f} rows/s)")
+    elif command == "embed":
         for i, row in enumerate(result["embeddings"]):
             print(f"[{i}] dim={result['dim']} " + " ".join(f"{v:+.4f}" for v in row[:6]) + " ...")
         if result["truncated"]:
             print(f"truncated inputs: {result['truncated']}")
-    elif command == "predict" and isinstance(result, dict):  # --csv: the summary
+    elif command == "predict" and isinstance(result, dict):  # --input (or --csv): the summary
         skipped = f", {result['blank']:,} blank left unscored" if result["blank"] else ""
         print(f"scored {result['scored']:,} of {result['rows']:,} rows{skipped} ({result['truncated']:,} truncated) "
               f"into {result['out']}; added {', '.join(result['columns_added'])}")
+    elif command == "search":
+        for hit in result:
+            key = next(k for k in hit if k not in ("rank", "score", "text"))  # the index's id column
+            print(f"{hit['rank']:>3}. {hit['score']:.4f}  {key} {hit[key]}: {hit['text'][:100]!r}")
     elif command == "predict":
         for p in result:
             parts = [f"{p['label']} ({p['probabilities'][p['label']]:.2f})" if p["label"] else None,
@@ -408,31 +483,50 @@ def _trust_flag(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Sentence Lab: sentence embeddings with topic and sentiment heads.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,predict,train,evaluate,evaluate-sts,export,bench}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,predict,search,train,evaluate,evaluate-sts,export,bench}")
 
     def common(p: argparse.ArgumentParser, batch: int = 32) -> None:
         p.add_argument("--json", action="store_true", help="print machine-readable JSON")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--batch-size", type=int, default=batch)
 
-    p = sub.add_parser("embed", help="embed sentences")
+    p = sub.add_parser("embed", help="embed sentences, or every row of a CSV or Parquet file into an index")
     p.add_argument("texts", nargs="*")
     p.add_argument("--file", help="a text file, one sentence per line")
+    p.add_argument("--input", help="a CSV or Parquet file to embed row by row (streamed); needs --out")
+    p.add_argument("--out", help="with --input: the index to write, OUT.parquet: the input's columns (blank rows "
+                                 "skipped), 'row' when there is no 'id' column, 'embedding' and 'truncated'")
+    p.add_argument("--text-column", help="with --input: the column to embed (default: 'text' or 'sentence', "
+                                         "else the only column)")
+    p.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS,
+                   help=f"with --input: rows read, embedded and written at a time (default {CHUNK_ROWS})")
     p.add_argument("--model", default=DEFAULT_MODEL, help="encoder name or folder")
     p.add_argument("--pooling", default="mean", choices=POOLING_MODES)
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True, help="L2-normalise (default on)")
     common(p)
 
-    p = sub.add_parser("predict", help="topic and sentiment of sentences, or of every row of a CSV")
+    p = sub.add_parser("predict", help="topic and sentiment of sentences, or of every row of a CSV or Parquet file")
     _trust_flag(p)
     p.add_argument("texts", nargs="*")
     p.add_argument("--file", help="a text file, one sentence per line")
-    p.add_argument("--csv", help="a CSV to score row by row (streamed); needs --out")
-    p.add_argument("--out", help="with --csv: the CSV to write, its columns followed by the model's answers")
-    p.add_argument("--text-column", help="with --csv: the column to score (default: 'text' or 'sentence', "
+    p.add_argument("--input", help="a CSV or Parquet file to score row by row (streamed); needs --out")
+    p.add_argument("--csv", help="the old name of --input, kept for scripts that use it")
+    p.add_argument("--out", help="with --input: the file to write (.parquet: Parquet, else CSV), the input's columns "
+                                 "followed by the model's answers")
+    p.add_argument("--text-column", help="with --input: the column to score (default: 'text' or 'sentence', "
                                          "else the only column)")
     p.add_argument("--model", help="saved model folder (default: the shipped heads)")
     common(p)
+
+    p = sub.add_parser("search", help="the rows of an index (made by embed --input) nearest to a query, by cosine")
+    p.add_argument("query", help="the text to look for")
+    p.add_argument("--index", required=True, help="the index, a Parquet file written by embed --input ... --out")
+    p.add_argument("--k", type=int, default=10, help="how many rows to return (default 10)")
+    p.add_argument("--trust-base-path", action="store_true",
+                   help="load the encoder the index names even by a path or a name not in SENTENCE_LAB_MODELS "
+                        "(only for an index you trust: that folder is then read)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("train", help="train the heads (and optionally the encoder)")
     _trust_flag(p)
@@ -535,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"embed": cmd_embed, "predict": cmd_predict, "train": cmd_train, "evaluate": cmd_evaluate,
+COMMANDS = {"embed": cmd_embed, "predict": cmd_predict, "search": cmd_search, "train": cmd_train, "evaluate": cmd_evaluate,
             "evaluate-sts": cmd_evaluate_sts, "export": cmd_export, "bench": cmd_bench}
 
 

@@ -49,6 +49,10 @@ BUILTIN_DATASETS: tuple[str, ...] = ("synthetic", "bbc_news", "reviews")  # data
 # Every way a model leaves the lab (core.export.export): its own folder and the two exports.
 EXPORT_FORMATS: tuple[str, ...] = ("sentence-lab", "sentence-transformers", "onnx")
 
+# Rows of a corpus that embed --input (core.index.embed_corpus) reads, embeds and writes at a time: enough for
+# batches sorted by length to pad little, and 4,096 x 384 float32 = 6 MB of all-MiniLM-L6-v2 vectors held.
+CHUNK_ROWS = 4096
+
 # Training (the CLI's train and the app) puts the heads on L2-normalised embeddings, although
 # EncoderConfig.normalize is off by default (the multi-task model keeps raw magnitudes unless told):
 # measured on SST, the sentiment head reaches Pearson 0.666 on normalised embeddings, at most 0.655 on raw.
