@@ -564,8 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="while the encoder trains, weight of the term that keeps each text's embedding near the frozen "
                         "encoder's, so general similarity is not forgotten (0: off; default: 0, the recipe's otherwise)")
     p.add_argument("--keep-similarity-on", choices=KEEP_ON, default=None,
-                   help="the rows --keep-similarity holds: all, or topic (rows with a topic: learning topics is what "
-                        "makes the encoder forget; the recipe's). Default: all")
+                   help="the rows --keep-similarity holds: all (default), or topic (rows with a topic; sentiment "
+                        "rows learn freely: more sentiment, less general similarity)")
     p.add_argument("--topic-head-first", action=argparse.BooleanOptionalAction, default=None,
                    help="fit a new topic head exactly on the frozen encoder before the encoder trains (the recipe does)")
     p.add_argument("--encoder-dropout", action=argparse.BooleanOptionalAction, default=None,
