@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .config import (BEST_EPOCH_BY, BUILTIN_DATASETS, CHUNK_ROWS, DEFAULT_HEADS_DIR, DEFAULT_MODEL, EXPORT_FORMATS,
-                     FREEZE_PRESETS, HEAD_SOLVERS, KEEP_ON, NORMALIZE_FOR_TRAINING, POOLING_MODES, RECIPES,
+                     FREEZE_PRESETS, HEAD_SOLVERS, NORMALIZE_FOR_TRAINING, POOLING_MODES, RECIPES,
                      TRAINING_PRECISIONS, TrainingConfig)
 from .card import STSB_BASE, STSB_TEST
 from .errors import ConfigError, DataError, MissingFileError, SentenceLabError, TextError
@@ -172,7 +172,7 @@ TRAIN_OPTIONS = {"epochs": "epochs", "lr": "learning_rate", "encoder_lr": "encod
                  "patience": "early_stopping_patience", "device": "device", "head_solver": "head_solver",
                  "keep_similarity": "keep_similarity", "topic_head_first": "topic_head_first", "precision": "precision",
                  "encoder_dropout": "encoder_dropout", "best_epoch_by": "best_epoch_by",
-                 "keep_similarity_on": "keep_similarity_on"}
+                 "keep_sentiment_rows": "keep_sentiment_rows"}
 RUN_ONLY = ("command", "json", "quiet", "resume")  # the arguments a checkpoint does not keep
 
 
@@ -563,9 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-similarity", type=float, default=None,
                    help="while the encoder trains, weight of the term that keeps each text's embedding near the frozen "
                         "encoder's, so general similarity is not forgotten (0: off; default: 0, the recipe's otherwise)")
-    p.add_argument("--keep-similarity-on", choices=KEEP_ON, default=None,
-                   help="the rows --keep-similarity holds: all (default), or topic (rows with a topic; sentiment "
-                        "rows learn freely: more sentiment, less general similarity)")
+    p.add_argument("--keep-sentiment-rows", type=float, default=None, metavar="SHARE",
+                   help="the share of --keep-similarity on rows without a topic: 1 (default) holds them as much as "
+                        "topic rows, 0 lets them learn freely (more sentiment, less general similarity)")
     p.add_argument("--topic-head-first", action=argparse.BooleanOptionalAction, default=None,
                    help="fit a new topic head exactly on the frozen encoder before the encoder trains (the recipe does)")
     p.add_argument("--encoder-dropout", action=argparse.BooleanOptionalAction, default=None,

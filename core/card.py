@@ -115,7 +115,8 @@ def model_card(facts: ModelFacts, fmt: str = "sentence-lab", folder: str = "MODE
             f"- Task weights: topic {config.classification_weight}, sentiment {config.sentiment_weight}",
         ]
         if config.freeze != "encoder" or config.gradual_unfreeze:  # the encoder learned
-            held = "each topic text's" if config.keep_similarity_on == "topic" else "each text's"
+            held = ("each text's" if config.keep_sentiment_rows == 1 else
+                    f"each text's (sentiment-only texts at {config.keep_sentiment_rows:g} of that)")
             kept = (f"{held} embedding held near the frozen encoder's (weight {config.keep_similarity:g})"
                     if config.keep_similarity else "no term keeping the embeddings near the frozen encoder's")
             first = "topic head fitted on the frozen encoder first; " if config.topic_head_first else ""

@@ -464,11 +464,11 @@ def train(
                 drift = None
                 if keep > 0 and train_inputs.pooled is None:  # the encoder runs: hold it near what it knew
                     distance = 1 - F.cosine_similarity(pooled.float(), teacher[index], dim=-1)
-                    held = (labels != IGNORE_LABEL if config.keep_similarity_on == "topic"
-                            else torch.ones_like(distance, dtype=torch.bool))
-                    if held.any():  # each held row weighs keep / batch size, as when every row is held
-                        drift = distance[held].mean()
-                        total = total + keep * distance[held].sum() / len(distance)
+                    # a row with a topic weighs keep / batch size; one without, keep_sentiment_rows times that
+                    share = torch.where(labels != IGNORE_LABEL, 1.0, config.keep_sentiment_rows).to(distance)
+                    if share.sum() > 0:
+                        drift = (distance * share).sum() / share.sum()
+                        total = total + keep * (distance * share).sum() / len(distance)
                 if not torch.isfinite(total):
                     raise _diverged(config, epoch, step, f"the loss became {total.item()}")
                 optimizer.zero_grad(set_to_none=True)

@@ -127,25 +127,25 @@ def test_keeping_similarity_keeps_the_encoder_near_what_it_knew(tokenizer, synth
     assert drift[20.0] < 0.5 * drift[0.0], drift  # held texts it never trained on, too
 
 
-def test_keeping_similarity_on_topic_rows_leaves_sentiment_rows_free(tokenizer, synthetic):
+def test_a_keep_share_of_0_leaves_sentiment_rows_free(tokenizer, synthetic):
     train_set, val_set = synthetic
     half = len(train_set) // 2  # the first half keeps only its sentiment, the second half only its topic
     mixed = MultiTaskDataset(train_set.texts, [None] * half + train_set.labels[half:],
                              train_set.sentiments[:half] + [None] * (len(train_set) - half))
     weights = {}
-    for keep, on in ((0.0, "all"), (5.0, "all"), (5.0, "topic")):
+    for keep, on in ((0.0, 1.0), (5.0, 1.0), (5.0, 0.0)):
         model = _tiny(tokenizer)
-        config = TrainingConfig(epochs=1, freeze="none", keep_similarity=keep, keep_similarity_on=on, seed=1,
+        config = TrainingConfig(epochs=1, freeze="none", keep_similarity=keep, keep_sentiment_rows=on, seed=1,
                                 encoder_learning_rate=3e-3, early_stopping_patience=None, group_by_length=False)
         list(train(model, mixed, val_set, config))
         weights[keep, on] = _weights(model)
-    assert _max_diff(weights[5.0, "all"], weights[5.0, "topic"]) > 1e-4  # the sentiment rows' term is gone
-    assert _max_diff(weights[0.0, "all"], weights[5.0, "topic"]) > 1e-4  # the topic rows' term is not
+    assert _max_diff(weights[5.0, 1.0], weights[5.0, 0.0]) > 1e-4  # the sentiment rows' term is gone
+    assert _max_diff(weights[0.0, 1.0], weights[5.0, 0.0]) > 1e-4  # the topic rows' term is not
     sentiment_only = MultiTaskDataset(train_set.texts[:half], [None] * half, train_set.sentiments[:half])
     runs = []
-    for keep in (0.0, 5.0):  # no row with a topic: held on topic rows is not held at all
+    for keep in (0.0, 5.0):  # no row with a topic, and a share of 0: nothing is held
         model = _tiny(tokenizer)
-        config = TrainingConfig(epochs=1, freeze="none", keep_similarity=keep, keep_similarity_on="topic", seed=1,
+        config = TrainingConfig(epochs=1, freeze="none", keep_similarity=keep, keep_sentiment_rows=0.0, seed=1,
                                 encoder_learning_rate=3e-3, early_stopping_patience=None, group_by_length=False)
         list(train(model, sentiment_only, None, config))
         runs.append(_weights(model))

@@ -232,6 +232,7 @@ def test_nothing_to_train_is_refused(tiny_model, synthetic):
     ({"gradual_unfreeze": True, "freeze": "all"}, "gradual_unfreeze .* needs freeze 'none' or 'encoder'"),
     ({"layer_lr_decay": 1.5}, r"layer_lr_decay must be in \(0, 1\]"),
     ({"best_epoch_by": "accuracy"}, "Valid best_epoch_by values are: loss, metrics"),
+    ({"keep_sentiment_rows": 1.5}, "keep_sentiment_rows must be a share from 0 to 1, got 1.5"),
 ])
 def test_bad_training_settings(settings, message):
     with pytest.raises(ValueError, match=message):
