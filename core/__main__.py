@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -84,14 +85,37 @@ def _embed_file(args: argparse.Namespace) -> dict[str, Any]:
     if args.chunk_rows < 1:
         raise ConfigError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
     check_index_out(args.out, args.input)  # before the model: a bad file or place to write is told at once
+    _check_engine(args)
     corpus = open_source(args.input, text_column=args.text_column)
-    encoder = SentenceEncoder.from_pretrained(args.model, pooling=args.pooling, normalize=args.normalize)
-    with tqdm(total=corpus.rows, desc="Embedding", unit="row", disable=args.quiet, file=sys.stderr) as bar:
+    load = partial(SentenceEncoder.from_pretrained, args.model, pooling=args.pooling, normalize=args.normalize)
+    encoder = load()  # here too: the index records its settings and the checksum of its weights
+    with _engine(args, encoder, load) as engine, \
+            tqdm(total=corpus.rows, desc="Embedding", unit="row", disable=args.quiet, file=sys.stderr) as bar:
         summary = embed_corpus(encoder, corpus, args.out, chunk_rows=args.chunk_rows, batch_size=args.batch_size,
-                               progress=lambda done, total: bar.update(done - bar.n))
+                               progress=lambda done, total: bar.update(done - bar.n), engine=engine)
     return {"input": str(args.input), "out": str(summary.out), "rows": summary.rows, "embedded": summary.embedded,
             "blank": summary.blank, "truncated": summary.truncated, "dim": summary.dim, "model": args.model,
             "text_column": summary.text_column, "id_column": summary.id_column, **_speed(summary.rows, summary.seconds)}
+
+
+def _check_engine(args: argparse.Namespace) -> None:
+    """--engine's flags, and Ray's presence, checked before the input is read."""
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.engine == "local" and (args.workers is not None or args.address):
+        raise ConfigError("--workers and --address go with --engine ray")
+    if args.engine == "ray":
+        from .engines import import_ray
+
+        import_ray()
+
+
+def _engine(args: argparse.Namespace, model: Any, load: Any) -> Any:
+    """The engine that --engine names: this process (with ``model``), or Ray actors that each ``load`` it."""
+    from .engines import open_engine
+
+    return open_engine(args.engine, model=model, load=load if args.engine == "ray" else None,
+                       workers=args.workers, address=args.address)
 
 
 def _speed(rows: int, seconds: float) -> dict[str, float]:
@@ -132,11 +156,14 @@ def _predict_file(args: argparse.Namespace) -> dict[str, Any]:
     if not args.out:
         raise ConfigError(f"{flag} needs --out FILE.csv, the file to write the scored rows to (or FILE.parquet)")
     check_out(args.out, source)  # before the model: a bad file or place to write is told at once
+    _check_engine(args)
     corpus = open_source(source, text_column=args.text_column)
-    model = MultiTaskModel.load(_model_dir(args), trust_base_path=args.trust_base_path)
-    with tqdm(total=corpus.rows, desc="Scoring", unit="row", disable=args.quiet, file=sys.stderr) as bar:
+    load = partial(MultiTaskModel.load, _model_dir(args), trust_base_path=args.trust_base_path)
+    model = load()  # here too: its classes and tasks decide the columns written
+    with _engine(args, model, load) as engine, \
+            tqdm(total=corpus.rows, desc="Scoring", unit="row", disable=args.quiet, file=sys.stderr) as bar:
         summary = score_corpus(model, corpus, args.out, batch_size=args.batch_size,
-                               progress=lambda done, total: bar.update(done - bar.n))
+                               progress=lambda done, total: bar.update(done - bar.n), engine=engine)
     result = {"input": str(source), "out": str(summary.out), "rows": summary.rows, "scored": summary.scored,
               "blank": summary.blank, "truncated": summary.truncated, "columns_added": summary.columns_added}
     if args.csv:
@@ -481,6 +508,16 @@ def _trust_flag(p: argparse.ArgumentParser) -> None:
                         "(only for a folder you trust: that folder is then read too)")
 
 
+def _engine_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="with --input: where the model runs: this process (default), or Ray actors (needs "
+                        "pip install -r requirements-ray.txt)")
+    p.add_argument("--workers", type=int, help="with --engine ray: actors, each holding the model (default: one "
+                                               "per GPU of the cluster, else one per CPU)")
+    p.add_argument("--address", help="with --engine ray: a running Ray cluster, HEAD:6379 (default: a local Ray "
+                                     "started for this command); a model folder must exist on every node")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Sentence Lab: sentence embeddings with topic and sentiment heads.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{embed,predict,search,train,evaluate,evaluate-sts,export,bench}")
@@ -500,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "else the only column)")
     p.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS,
                    help=f"with --input: rows read, embedded and written at a time (default {CHUNK_ROWS})")
+    _engine_flags(p)
     p.add_argument("--model", default=DEFAULT_MODEL, help="encoder name or folder")
     p.add_argument("--pooling", default="mean", choices=POOLING_MODES)
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True, help="L2-normalise (default on)")
@@ -515,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "followed by the model's answers")
     p.add_argument("--text-column", help="with --input: the column to score (default: 'text' or 'sentence', "
                                          "else the only column)")
+    _engine_flags(p)
     p.add_argument("--model", help="saved model folder (default: the shipped heads)")
     common(p)
 

@@ -21,20 +21,22 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from functools import partial
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from .config import CHUNK_ROWS, EncoderConfig
-from .corpus import PARQUET_SUFFIXES, Source, added_names, check_out, open_parquet, open_sink, open_source
+from .corpus import PARQUET_SUFFIXES, Chunk, Source, added_names, check_out, open_parquet, open_sink, open_source
 from .encoder import SentenceEncoder, load_backbone, offered_encoders, state_checksum
+from .engines import Engine, LocalEngine
 from .errors import ConfigError, DataError, TextError
 from .text import is_blank, text_problem
 from .version import __version__
 
 __all__ = ["CHUNK_ROWS", "INDEX_KEY", "EmbedSummary", "Hit", "IndexInfo", "check_index_out", "embed_corpus",
-           "read_index", "search_index"]
+           "embed_texts", "read_index", "search_index"]
 
 INDEX_KEY = b"sentence_lab.index"  # the schema metadata entry that makes a Parquet file one of our indexes
 SEARCH_ROWS = 16_384  # index rows scored per record batch: 24 MB of 384-wide float32, one matrix product
@@ -108,7 +110,7 @@ class Hit:
 def embed_corpus(encoder: SentenceEncoder, source: str | os.PathLike | Source, out: str | os.PathLike, *,
                  text_column: str | None = None, chunk_rows: int = CHUNK_ROWS, batch_size: int = 32,
                  precision: str = "fp32", max_rows: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> EmbedSummary:
+                 progress: Callable[[int, int], None] | None = None, engine: Engine | None = None) -> EmbedSummary:
     """Embed every non-blank row of ``source`` (CSV or Parquet) into the Parquet index ``out``.
 
     Args:
@@ -119,6 +121,8 @@ def embed_corpus(encoder: SentenceEncoder, source: str | os.PathLike | Source, o
         chunk_rows: rows read, embedded and written at a time (memory holds one chunk).
         batch_size, precision: as in ``SentenceEncoder.embed``, per chunk.
         progress: called as ``progress(rows_done, rows_total)`` after each chunk.
+        engine: where chunks are embedded (core.engines): by default this process, with ``encoder``; a Ray
+            engine's actors load the same encoder and give the same vectors.
 
     Returns:
         An EmbedSummary. Raises DataError (naming the row and column) before anything is embedded, and
@@ -145,15 +149,15 @@ def embed_corpus(encoder: SentenceEncoder, source: str | os.PathLike | Source, o
     schema = pa.schema([*corpus.schema, *added], metadata={INDEX_KEY: json.dumps(info)})
     summary = EmbedSummary(rows=0, embedded=0, blank=0, truncated=0, dim=dim, out=out,
                            text_column=corpus.text_column, id_column=info["id_column"])
+    engine = engine or LocalEngine(encoder)
+    work = partial(embed_texts, batch_size=batch_size, precision=precision)
     with open_sink(out, schema) as sink:
-        for chunk in corpus.chunks(chunk_rows):
-            keep = [i for i, t in enumerate(chunk.texts) if not is_blank(t)]
+        for (chunk, keep), embedded in engine.map(work, _kept_texts(corpus.chunks(chunk_rows))):
             summary.rows += len(chunk.texts)
             summary.blank += len(chunk.texts) - len(keep)
             if keep:
-                result = encoder.embed([chunk.texts[i] for i in keep], batch_size=batch_size, precision=precision)
-                vectors = np.ascontiguousarray(result.embeddings, dtype=np.float32)  # (n, dim)
-                cut = set(result.truncated)
+                vectors, truncated = embedded  # (n, dim) float32, positions in keep
+                cut = set(truncated)
                 table = chunk.table.take(pa.array(keep, pa.int64()))
                 columns = ([pa.array([chunk.ids[i] for i in keep], pa.int64())] if row_column else []) + [
                     pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
@@ -170,6 +174,20 @@ def embed_corpus(encoder: SentenceEncoder, source: str | os.PathLike | Source, o
                                           "rows), so there is nothing to embed"])
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def embed_texts(encoder: SentenceEncoder, texts: list[str], *, batch_size: int = 32,
+                precision: str = "fp32") -> tuple[np.ndarray, list[int]]:
+    """One chunk's work, wherever an engine runs it: the (n, dim) float32 embeddings and the truncated positions."""
+    result = encoder.embed(texts, batch_size=batch_size, precision=precision)
+    return np.ascontiguousarray(result.embeddings, dtype=np.float32), list(result.truncated)
+
+
+def _kept_texts(chunks: Iterable[Chunk]) -> Iterator[tuple[tuple[Chunk, list[int]], list[str]]]:
+    """((chunk, positions of its non-blank texts), those texts) per chunk: what an engine's ``map`` takes."""
+    for chunk in chunks:
+        keep = [i for i, t in enumerate(chunk.texts) if not is_blank(t)]
+        yield (chunk, keep), [chunk.texts[i] for i in keep]
 
 
 def check_index_out(out: str | os.PathLike, source: str | os.PathLike) -> Path:

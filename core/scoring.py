@@ -21,13 +21,15 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 
 # CsvScan, check_out, guess_text_column and scan_csv live in core.corpus; they are named here too for the
 # callers that have always found them here (the app's scoring tab).
 from .corpus import Chunk, CsvScan, Source, added_names, check_out, guess_text_column, open_sink, open_source, scan_csv
+from .engines import Engine, LocalEngine
 from .errors import ConfigError
 from .outputs import Prediction
 from .precision import check_precision
@@ -36,7 +38,8 @@ from .text import is_blank
 if TYPE_CHECKING:
     from .model import MultiTaskModel
 
-__all__ = ["CsvScan", "ScoreSummary", "check_out", "guess_text_column", "scan_csv", "score_corpus", "score_csv"]
+__all__ = ["CsvScan", "ScoreSummary", "check_out", "guess_text_column", "predict_texts", "scan_csv", "score_corpus",
+           "score_csv"]
 
 
 @dataclass
@@ -66,7 +69,8 @@ class ScoreSummary:
 
 def score_corpus(model: MultiTaskModel, source: str | os.PathLike | Source, out: str | os.PathLike, *,
                  text_column: str | None = None, batch_size: int = 64, max_rows: int | None = None,
-                 precision: str = "fp32", progress: Callable[[int, int | None], None] | None = None) -> ScoreSummary:
+                 precision: str = "fp32", progress: Callable[[int, int | None], None] | None = None,
+                 engine: Engine | None = None) -> ScoreSummary:
     """Score every row of ``source`` (CSV or Parquet) with ``model`` and write them, with the answers, to ``out``.
 
     Args:
@@ -77,6 +81,8 @@ def score_corpus(model: MultiTaskModel, source: str | os.PathLike | Source, out:
         batch_size: rows read, predicted and written at a time.
         precision: the encoder's, as in ``MultiTaskModel.predict``.
         progress: called as ``progress(rows_done, rows_total)`` after each batch.
+        engine: where batches are predicted (core.engines): by default this process, with ``model``; a Ray
+            engine's actors load the same model and give the same answers.
 
     Returns:
         A ScoreSummary. Raises DataError (naming the row and column) before anything is scored.
@@ -94,9 +100,11 @@ def score_corpus(model: MultiTaskModel, source: str | os.PathLike | Source, out:
     summary = ScoreSummary(rows=0, scored=0, blank=0, truncated=0, columns_added=names, out=out,
                            text_column=corpus.text_column)
     formats = {f.name: "{:.4f}".format for f in fields if pa.types.is_floating(f.type)}  # as the CSV always had them
+    engine = engine or LocalEngine(model)
+    work = partial(predict_texts, batch_size=batch_size, precision=precision)
     with open_sink(out, pa.schema([*corpus.schema, *fields]), csv_formats=formats) as sink:
-        for chunk in corpus.chunks(batch_size):
-            sink.write(_score_chunk(model, chunk, classes, fields, summary, batch_size, precision))
+        for (chunk, wanted), predictions in engine.map(work, _wanted_texts(corpus.chunks(batch_size))):
+            sink.write(_score_chunk(chunk, wanted, predictions or [], classes, fields, summary))
             if progress is not None:
                 progress(summary.rows, corpus.rows)
     summary.seconds = time.perf_counter() - started
@@ -118,12 +126,23 @@ def _answer_fields(columns: Sequence[str], class_names: Sequence[str], sentiment
     return [pa.field(name, kind) for name, (_, kind) in zip(names, wanted)]
 
 
-def _score_chunk(model: MultiTaskModel, chunk: Chunk, classes: Sequence[str], fields: list[pa.Field],
-                 summary: ScoreSummary, batch_size: int, precision: str) -> pa.Table:
-    """Predict the non-blank texts of ``chunk``; every row of it, with its answers (None for a blank text)."""
-    wanted = [i for i, t in enumerate(chunk.texts) if not is_blank(t)]
-    predictions = dict(zip(wanted, model.predict([chunk.texts[i] for i in wanted], batch_size=batch_size,
-                                                 precision=precision)))
+def predict_texts(model: MultiTaskModel, texts: list[str], *, batch_size: int = 64,
+                  precision: str = "fp32") -> list[Prediction]:
+    """One batch's work, wherever an engine runs it: the model's Prediction per text."""
+    return model.predict(texts, batch_size=batch_size, precision=precision)
+
+
+def _wanted_texts(chunks: Iterable[Chunk]) -> Iterator[tuple[tuple[Chunk, list[int]], list[str]]]:
+    """((chunk, positions of its non-blank texts), those texts) per chunk: what an engine's ``map`` takes."""
+    for chunk in chunks:
+        wanted = [i for i, t in enumerate(chunk.texts) if not is_blank(t)]
+        yield (chunk, wanted), [chunk.texts[i] for i in wanted]
+
+
+def _score_chunk(chunk: Chunk, wanted: list[int], answers: Sequence[Prediction], classes: Sequence[str],
+                 fields: list[pa.Field], summary: ScoreSummary) -> pa.Table:
+    """Every row of ``chunk`` with its answers: ``answers`` for the rows at ``wanted``, None for a blank text."""
+    predictions = dict(zip(wanted, answers))
     none = [None] * len(fields)
     rows = [_answers(predictions[i], classes) if i in predictions else none for i in range(len(chunk.texts))]
     table = chunk.table
