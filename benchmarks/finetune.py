@@ -40,9 +40,11 @@ VARIANTS = {
 
 
 def cli(*args: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "core", *args, "--json", "--quiet"], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out)
+    done = subprocess.run([sys.executable, "-m", "core", *args, "--json", "--quiet"], cwd=ROOT,
+                          capture_output=True, text=True)
+    if done.returncode:  # say why: the sentiment-only run once failed here with the reason swallowed
+        sys.exit(f"python -m core {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout)
 
 
 def run(variant: str, seed: int, data: Path, work: Path) -> dict:
