@@ -30,3 +30,22 @@ def make_tiny_encoder(tokenizer, seed: int = 0, **settings) -> SentenceEncoder:
                         intermediate_size=37, max_position_embeddings=128)
     settings.setdefault("max_length", 64)
     return SentenceEncoder(EncoderConfig(model_name="tiny-bert", **settings), BertModel(config).eval(), tokenizer)
+
+
+def streaming_peak(folder, rows: int, work) -> int:
+    """The peak of Python memory (tracemalloc) while ``work(csv)`` runs on a fresh ``id,text`` CSV of ``rows`` rows:
+    the streaming tests compare it for ten times the rows."""
+    import gc
+    import tracemalloc
+
+    src = folder / f"{rows}.csv"
+    with open(src, "w", encoding="utf-8") as f:
+        f.write("id,text\n")
+        f.writelines(f"{i},sentence {i}\n" for i in range(rows))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        work(src)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import gc
 import json
-import tracemalloc
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +15,7 @@ from core.corpus import open_source
 from core.errors import ConfigError, DataError, TextError
 from core.index import INDEX_KEY, embed_corpus, read_index, search_index
 from core.scoring import score_corpus
+from tests.helpers import streaming_peak
 
 
 def _write(tmp_path, content: str | bytes, name: str = "in.csv"):
@@ -142,17 +141,8 @@ def test_long_texts_are_flagged_truncated(tiny_encoder, tmp_path):
 def test_memory_stays_the_same_for_ten_times_the_rows(tiny_encoder, tmp_path, one_thread):
     """Streaming, as behaviour: the Python memory peak while embedding 10,000 rows is about that of 1,000."""
     def peak(rows: int) -> int:
-        src = tmp_path / f"{rows}.csv"
-        with open(src, "w", encoding="utf-8") as f:
-            f.write("id,text\n")
-            f.writelines(f"{i},sentence {i}\n" for i in range(rows))
-        gc.collect()
-        tracemalloc.start()
-        try:
-            embed_corpus(tiny_encoder, src, tmp_path / "index.parquet", chunk_rows=500, batch_size=100)
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        return streaming_peak(tmp_path, rows, lambda src: embed_corpus(
+            tiny_encoder, src, tmp_path / "index.parquet", chunk_rows=500, batch_size=100))
 
     peak(500)  # warm up: lazy imports and the tokenizer's first calls
     small, large = peak(1_000), peak(10_000)

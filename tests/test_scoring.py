@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import gc
 import os
-import tracemalloc
 
 import pytest
 import torch
@@ -15,7 +13,7 @@ from core.data import DataError, read_csv
 from core.errors import SentenceLabError
 from core.model import MultiTaskModel
 from core.scoring import ScoreSummary, scan_csv, score_csv
-from tests.helpers import make_tiny_encoder
+from tests.helpers import streaming_peak, make_tiny_encoder
 
 
 def _write(tmp_path, content: str | bytes, name: str = "in.csv"):
@@ -216,17 +214,8 @@ def test_progress_is_told_after_each_batch(tiny_model, tmp_path):
 def test_memory_stays_the_same_for_ten_times_the_rows(tiny_model, tmp_path, one_thread):
     """Streaming, as behaviour: the peak of Python memory while scoring 20,000 rows is about that of 2,000."""
     def peak(rows: int) -> int:
-        src = tmp_path / f"{rows}.csv"
-        with open(src, "w", encoding="utf-8") as f:
-            f.write("id,text\n")
-            f.writelines(f"{i},sentence {i}\n" for i in range(rows))
-        gc.collect()
-        tracemalloc.start()
-        try:
-            score_csv(tiny_model, src, tmp_path / "out.csv", batch_size=500)
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        return streaming_peak(tmp_path, rows, lambda src: score_csv(
+            tiny_model, src, tmp_path / "out.csv", batch_size=500))
 
     peak(1_000)  # warm up: lazy imports and the tokenizer's first calls
     small, large = peak(2_000), peak(20_000)
