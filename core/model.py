@@ -360,7 +360,8 @@ def _check_sizes(folder: Path, encoder: EncoderConfig, heads: HeadsConfig, tenso
     def rows(name: str) -> int | None:
         return tensors[name].shape[0] if name in tensors and tensors[name].dim() == 2 else None
 
-    expected = {"projection.weight": encoder.projection_dim, "classifier.linear.weight": len(heads.class_names)}
+    # a model with no topics (sentiment only) has no topic head, so no tensor for it
+    expected = {"projection.weight": encoder.projection_dim, "classifier.linear.weight": len(heads.class_names) or None}
     for name, size in expected.items():
         if rows(name) != size:
             raise ModelFolderError(f"{folder}: {HEADS_FILE} does not match {CONFIG_FILE} (edited, or from another "

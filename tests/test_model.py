@@ -93,6 +93,19 @@ def test_save_load_heads_only_identical_and_small(real_model, tmp_path, monkeypa
     assert torch.equal(a.logits, b.logits) and torch.equal(a.sentiment, b.sentiment)
 
 
+def test_a_sentiment_only_model_saves_and_loads_back_the_same(tiny_model, tmp_path):
+    # it once saved but did not load ("config.json gives 0 for the classifier, the tensors hold None"), so a
+    # fine-tuned sentiment-only model could not be evaluated
+    topicless = MultiTaskModel(tiny_model.encoder, HeadsConfig())
+    with torch.no_grad():
+        topicless.encoder.backbone.encoder.layer[-1].output.dense.weight.add_(0.01)  # as if fine-tuned
+        topicless.sentiment_head.linear.weight.add_(0.5)
+    loaded = MultiTaskModel.load(topicless.save(tmp_path / "sentiment"))
+    assert loaded.tasks == ("sentiment",) and loaded.classifier is None
+    a, b = topicless.predict_tensors(TEXTS).sentiment, loaded.predict_tensors(TEXTS).sentiment
+    assert torch.allclose(a, b, atol=1e-6)
+
+
 def test_changed_encoder_is_stored_and_reloads_identically(tiny_model, tmp_path, monkeypatch):
     with torch.no_grad():
         tiny_model.encoder.backbone.encoder.layer[-1].output.dense.weight.add_(0.01)  # as if fine-tuned
