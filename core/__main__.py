@@ -212,6 +212,8 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
     settings: dict[str, Any] = dict(RECIPES[args.recipe]) if args.recipe else {}
     settings |= {field: getattr(args, name) for name, field in TRAIN_OPTIONS.items() if getattr(args, name) is not None}
     settings.setdefault("precision", "auto")  # the command line uses what the hardware is fast at
+    if getattr(args, "sts_pairs", None) and args.keep_similarity is None:
+        settings["keep_similarity"] = 0.0  # the pairs keep the encoder comparing sentences well; the tasks move freely
     if settings.get("early_stopping_patience") == 0:
         settings["early_stopping_patience"] = None
     return TrainingConfig(batch_size=args.batch_size, **settings)
@@ -221,7 +223,7 @@ def cmd_train(args: argparse.Namespace) -> Any:
     from . import folders
     from .checkpoint import read_checkpoint, save_checkpoint
     from .data import check_learnable, read_csvs
-    from .datasets import load_builtin
+    from .datasets import load_builtin, read_sts
     from .encoder import SentenceEncoder
     from .model import MultiTaskModel, is_model_folder
     from .runtime import resolve_device
@@ -231,6 +233,7 @@ def cmd_train(args: argparse.Namespace) -> Any:
     if args.resume:  # the interrupted run's own settings and data; only --json / --quiet may be given
         given = [f"--{name.replace('_', '-')}" for name in TRAIN_OPTIONS if getattr(args, name) is not None]
         given += ["--csv"] * bool(args.csv) + ["--builtin"] * bool(args.builtin) + ["--out"] * bool(args.out)
+        given += ["--sts-pairs"] * bool(args.sts_pairs)
         if given:
             raise ConfigError(f"--resume goes on with the run's own settings, kept in {args.resume}: drop {', '.join(given)}")
         state, run = read_checkpoint(args.resume)
@@ -241,6 +244,7 @@ def cmd_train(args: argparse.Namespace) -> Any:
     if bool(args.csv) == bool(args.builtin):
         raise ConfigError(f"give training data as --csv FILE (repeatable) or --builtin {{{','.join(BUILTIN_DATASETS)}}}, not both or neither")
     config = training_config(args)
+    pairs = read_sts(args.sts_pairs) if args.sts_pairs else None  # a bad file is told before any work
     data = read_csvs(args.csv) if args.csv else load_builtin(args.builtin, size=args.size, seed=config.seed)
     check_learnable(data, " + ".join(Path(c).name for c in args.csv) or args.builtin)
     val_data = read_csvs(args.val_csv) if args.val_csv else None
@@ -256,6 +260,9 @@ def cmd_train(args: argparse.Namespace) -> Any:
                           f"{'on' if kept.normalize else 'off'}, projection {kept.projection_dim or 'none'}): drop "
                           "them, or train from the base encoder")
     folders.check_target(args.out, is_model_folder)  # before the work: an hour's run must not end in a refusal
+    if pairs is not None and config.freeze == "encoder" and not config.gradual_unfreeze:
+        raise ConfigError("--sts-pairs trains the encoder on sentence pairs beside the tasks, and --freeze encoder "
+                          "keeps it frozen: use --recipe finetune (or --freeze none), or drop --sts-pairs")
     if start is None and config.freeze in ("classification_head", "sentiment_head"):
         raise ConfigError(f"--freeze {config.freeze} keeps a trained head as it is: pass --model DIR, a saved model "
                           "whose head to keep (new heads start random, so a frozen one would stay random)")
@@ -290,7 +297,7 @@ def cmd_train(args: argparse.Namespace) -> Any:
     stop = threading.Event()
     with _stop_on_ctrl_c(stop):
         result = fit(model, train_data, val_data, config, stop=stop, callback=keep, show_progress_bar=not args.quiet,
-                     resume=state)
+                     resume=state, pairs=pairs)
     if result.stopped:
         if checkpoints and checkpoints[-1].global_step == result.steps:
             at = checkpoints[-1]
@@ -299,6 +306,8 @@ def cmd_train(args: argparse.Namespace) -> Any:
         raise Interrupted(f"stopped before the first epoch ended; nothing was saved and {args.out} is as it was")
     model.record.files = {"train": [str(p) for p in args.csv] or [f"builtin:{args.builtin}"],
                           "validation": [str(p) for p in args.val_csv] or [f"{args.val_fraction:.0%} held out of train"]}
+    if pairs is not None:
+        model.record.files["sts_pairs"] = [f"{args.sts_pairs} ({len(pairs):,} pairs)"]
     summary = {"out": str(args.out), "best_epoch": result.best_epoch, "metrics": result.best_metrics,
                "measured_on": result.measured_on, "history": result.history,
                "stopped_early": result.stopped_early, "steps": result.steps, "seconds": round(result.seconds, 2),
@@ -605,6 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-sentiment-rows", type=float, default=None, metavar="SHARE",
                    help="the share of --keep-similarity on rows without a topic: 1 (default) holds them as much as "
                         "topic rows, 0 lets them learn freely (more sentiment, less general similarity)")
+    p.add_argument("--sts-pairs", metavar="FILE", default=None,
+                   help="sentence pairs with gold similarities, in STS-B's tab-separated format (e.g. "
+                        "stsb/sts-train.csv): while the encoder trains, each step also fits the cosine of a few pairs to "
+                        "their score, so it keeps comparing sentences well; --keep-similarity is then 0 unless given")
     p.add_argument("--topic-head-first", action=argparse.BooleanOptionalAction, default=None,
                    help="fit a new topic head exactly on the frozen encoder before the encoder trains (the recipe does)")
     p.add_argument("--encoder-dropout", action=argparse.BooleanOptionalAction, default=None,

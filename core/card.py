@@ -134,7 +134,9 @@ def model_card(facts: ModelFacts, fmt: str = "sentence-lab", folder: str = "MODE
                 lines.append(f"- {split.title()} data: {d.rows} rows ({d.labelled} with a topic, "
                              f"{d.with_sentiment} with sentiment)")
         for split, files in record.files.items():
-            lines.append(f"- {split.title()} files: {', '.join(f'`{f}`' for f in files)}")
+            what = ("STS pairs learned beside the tasks (cosine of each pair fitted to its score)" if split == "sts_pairs"
+                    else f"{split.title()} files")
+            lines.append(f"- {what}: {', '.join(f'`{f}`' for f in files)}")
         lines.append(f"- Time: {round(record.seconds, 2)} s, {record.steps} steps")
         lines.append("")
     lines += ["## Metrics", ""]

@@ -195,6 +195,12 @@ class TrainingConfig(_Serializable):
     # and wrong): in three of four 3-epoch fine-tuning runs measured, "loss" kept epoch 2 although epoch 3 was
     # ahead on held-out accuracy and Pearson both. The recipe picks by metrics.
     best_epoch_by: BestEpochBy = "loss"
+    # Sentence pairs with a gold similarity (STS-B's format, 0-5), when the run is given some (``train(pairs=...)``,
+    # ``--sts-pairs FILE``): each step where the encoder learns also fits the cosine of ``pairs_per_step`` pairs to
+    # their score / 5 (sentence-transformers' CosineSimilarityLoss), weighted by ``pair_weight``. The encoder then
+    # keeps comparing sentences well while the tasks move it freely.
+    pair_weight: float = 1.0
+    pairs_per_step: int = 8
 
     def __post_init__(self) -> None:
         _check_choice("freeze preset", self.freeze, FREEZE_PRESETS)
@@ -205,7 +211,8 @@ class TrainingConfig(_Serializable):
                 or not 0.0 <= self.keep_sentiment_rows <= 1.0:
             raise ConfigError(f"keep_sentiment_rows must be a share from 0 to 1, got {self.keep_sentiment_rows!r}")
         _check_positive("keep_similarity", self.keep_similarity, allow_zero=True)
-        for name in ("epochs", "batch_size"):
+        _check_positive("pair_weight", self.pair_weight, allow_zero=True)
+        for name in ("epochs", "batch_size", "pairs_per_step"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")

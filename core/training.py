@@ -12,7 +12,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,9 @@ from .probe import fit_logistic, fit_ridge, logistic_steps
 from .record import TrainingRecord
 from .precision import dtype_name, training_dtype
 from .runtime import eval_mode, resolve_device, seed_everything
+
+if TYPE_CHECKING:
+    from .datasets import StsPairs
 
 logger = logging.getLogger(__name__)
 
@@ -321,6 +324,7 @@ def train(
     config: TrainingConfig | None = None,
     stop: StopFlag | None = None,
     resume: TrainState | None = None,
+    pairs: StsPairs | None = None,
 ) -> Iterator[Event]:
     """Train ``model`` in place, yielding events; the last event is a DoneEvent.
 
@@ -331,6 +335,8 @@ def train(
         stop: any object with ``is_set()`` (a threading.Event); checked before every step.
         resume: a CheckpointEvent's state (core.checkpoint reads one from a folder): the run goes on from
             there and ends with the weights the uninterrupted run would have (same model, data and config).
+        pairs: sentence pairs with gold similarities (0-5) that the encoder also learns from while it trains
+            (``config.pair_weight``, ``config.pairs_per_step``), so it keeps comparing sentences well.
     """
     config = config or TrainingConfig()
     started = time.perf_counter()
@@ -392,6 +398,8 @@ def train(
         if config.topic_head_first and "classification" in tasks:
             _fit_topic_head_on(model, teacher, train_inputs)
     keep = config.keep_similarity if teacher is not None else 0.0
+    pair_inputs = _PairInputs(model, pairs, config.batch_size) if pairs is not None and encoder_learns \
+        and config.pair_weight > 0 else None
 
     history: list[dict[str, Any]] = []
     # Only weights that can change are snapshotted for early stopping: a frozen encoder is 22.7M
@@ -459,8 +467,11 @@ def train(
                 with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                     pooled = train_inputs.pooled_rows(index)
                     out = model(pooled=pooled, tasks=_batch_tasks(tasks, labels, targets))
+                    pair_loss = pair_inputs.loss(config, global_step) if pair_inputs is not None else None
                 loss = loss_fn(out.logits, out.sentiment, labels, targets)
                 total = loss.total
+                if pair_loss is not None:
+                    total = total + config.pair_weight * pair_loss
                 drift = None
                 if keep > 0 and train_inputs.pooled is None:  # the encoder runs: hold it near what it knew
                     distance = 1 - F.cosine_similarity(pooled.float(), teacher[index], dim=-1)
@@ -482,7 +493,8 @@ def train(
                 global_step, steps = global_step + 1, steps + 1
                 losses = {t: v.item() for t, v in loss.per_task.items()}
                 extra = [("similarity", drift.item())] if drift is not None else []
-                for key, value in [*losses.items(), ("total", total.item()), *extra]:
+                paired = [("pairs", pair_loss.item())] if pair_loss is not None else []
+                for key, value in [*losses.items(), ("total", total.item()), *extra, *paired]:
                     sums[key] = sums.get(key, 0.0) + value
                 yield StepEvent(epoch=epoch, step=step, global_step=global_step, total_steps=total_steps,
                                 loss=total.item(), losses=losses, learning_rate=max(scheduler.get_last_lr()),
@@ -531,6 +543,29 @@ def train(
     yield DoneEvent(_finish(model, config, train_data, val_data, history, best_epoch, best_metrics, stopped,
                             stopped_early, global_step, started, breakdown=best_breakdown,
                             rule_vectors=_cached_vectors(model, train_inputs, stopped), precision=dtype_name(amp)))
+
+
+class _PairInputs:
+    """Sentence pairs the encoder learns from beside the tasks: each sentence tokenized once, and a step's loss,
+    the MSE between the cosine of a pair's pooled vectors and its gold score / 5 (CosineSimilarityLoss)."""
+
+    def __init__(self, model: MultiTaskModel, pairs: StsPairs, batch_size: int) -> None:
+        unique = list(dict.fromkeys(pairs.sentences1 + pairs.sentences2))
+        where = {s: i for i, s in enumerate(unique)}
+        none = torch.full((len(unique),), IGNORE_LABEL)
+        self.inputs = TrainingInputs(model, unique, none, torch.full((len(unique),), math.nan), batch_size)
+        self.first = torch.tensor([where[s] for s in pairs.sentences1])
+        self.second = torch.tensor([where[s] for s in pairs.sentences2])
+        self.gold = torch.tensor(pairs.scores, dtype=torch.float32).clamp(0, 5).div(5).to(model.encoder.device)
+
+    def loss(self, config: TrainingConfig, global_step: int) -> torch.Tensor:
+        """The loss on this step's pairs: drawn from the seed and the step's number alone, so a resumed run
+        draws the same pairs without keeping a generator."""
+        draw = torch.Generator().manual_seed((config.seed * 1_000_003 + global_step) % 2**63)
+        pick = torch.randperm(len(self.gold), generator=draw)[:config.pairs_per_step]
+        pooled = self.inputs.pooled_rows(torch.cat([self.first[pick], self.second[pick]])).float()
+        u, v = pooled.chunk(2)
+        return F.mse_loss(F.cosine_similarity(u, v, dim=-1), self.gold[pick.to(self.gold.device)])
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator, lengths: torch.Tensor | None) -> list[torch.Tensor]:
@@ -857,13 +892,13 @@ def _fit_heads_exactly(model: MultiTaskModel, train_data: MultiTaskDataset, val_
 def fit(model: MultiTaskModel, train_data: MultiTaskDataset, val_data: MultiTaskDataset | None = None,
         config: TrainingConfig | None = None, stop: StopFlag | None = None,
         callback: Callable[[Event], None] | None = None, show_progress_bar: bool = False,
-        resume: TrainState | None = None) -> TrainResult:
+        resume: TrainState | None = None, pairs: StsPairs | None = None) -> TrainResult:
     """Run ``train`` to the end and return its result; ``callback`` sees every event."""
     from tqdm.auto import tqdm
 
     bar = None
     result = None
-    for event in train(model, train_data, val_data, config, stop, resume):
+    for event in train(model, train_data, val_data, config, stop, resume, pairs):
         if isinstance(event, StartEvent):
             bar = tqdm(total=event.total_steps, initial=resume.global_step if resume is not None else 0,
                        desc="Training", unit="step", disable=not show_progress_bar)

@@ -17,7 +17,7 @@ from core.card import model_card
 from core.checkpoint import read_checkpoint, save_checkpoint
 from core.config import HeadsConfig, TrainingConfig
 from core.data import MultiTaskDataset
-from core.datasets import make_synthetic
+from core.datasets import StsPairs, make_synthetic
 from core.encoder import SentenceEncoder
 from core.errors import ConfigError, ModelFolderError
 from core.model import MultiTaskModel
@@ -52,6 +52,9 @@ RUNS = {
     "whole encoder, kept near what it knew, heads first": TrainingConfig(
         epochs=3, batch_size=16, freeze="none", keep_similarity=2.0, topic_head_first=True, seed=3,
         early_stopping_patience=None, encoder_learning_rate=1e-3),
+    "whole encoder learning STS pairs beside the tasks": TrainingConfig(
+        epochs=2, batch_size=16, freeze="none", topic_head_first=True, pairs_per_step=4, seed=2,
+        early_stopping_patience=None, encoder_learning_rate=1e-3),
     "gradual unfreezing, early stopping": TrainingConfig(
         epochs=3, batch_size=16, gradual_unfreeze=True, layer_lr_decay=0.8, seed=4, early_stopping_patience=1,
         encoder_learning_rate=1e-3),
@@ -64,16 +67,17 @@ def test_a_resumed_run_ends_with_the_weights_of_one_never_stopped(tokenizer, tin
                                                                   name, stop_at):
     config = RUNS[name]
     train_set, val_set = synthetic
+    pairs = _pairs(val_set) if "pairs" in name else None
     def built():  # the same encoder and initial heads each time
         torch.manual_seed(0)
         return MultiTaskModel(SentenceEncoder.from_pretrained(str(tiny_encoder_dir)), HeadsConfig(class_names=CLASSES))
 
     whole = built()
-    expected = fit(whole, train_set, val_set, config)
+    expected = fit(whole, train_set, val_set, config, pairs=pairs)
     interrupted = built()
     stop, saved = threading.Event(), []
     folder = tmp_path / "run"
-    for event in train(interrupted, train_set, val_set, config, stop=stop):
+    for event in train(interrupted, train_set, val_set, config, stop=stop, pairs=pairs):
         if isinstance(event, StepEvent) and event.global_step == stop_at:
             stop.set()
         if isinstance(event, CheckpointEvent):
@@ -84,10 +88,47 @@ def test_a_resumed_run_ends_with_the_weights_of_one_never_stopped(tokenizer, tin
     assert run == {"note": "test"} and (state.epoch, state.step) == (saved[-1].epoch, saved[-1].step)
 
     resumed = MultiTaskModel.load(folder)
-    result = fit(resumed, train_set, val_set, config, resume=state)
+    result = fit(resumed, train_set, val_set, config, resume=state, pairs=pairs)
     assert _max_diff(_weights(resumed), _weights(whole)) <= 1e-6
     assert result.steps == expected.steps and result.best_epoch == expected.best_epoch
     assert json.dumps(result.history) == json.dumps(expected.history)  # every loss and metric, epoch by epoch
+
+
+def _pairs(data, n=40):
+    """Pairs of the data's sentences scored 5 when they share a topic, else 0: a similarity the tiny BERT can learn."""
+    texts, labels = data.texts[:n], data.labels[:n]
+    return StsPairs(texts[:-1], texts[1:], [5.0 if a == b else 0.0 for a, b in zip(labels[:-1], labels[1:])])
+
+
+def _pair_error(model, pairs):
+    with torch.no_grad():
+        u = model.encoder.encode(pairs.sentences1, convert_to="tensor")
+        v = model.encoder.encode(pairs.sentences2, convert_to="tensor")
+    return float(((F.cosine_similarity(u, v) - torch.tensor(pairs.scores) / 5) ** 2).mean())
+
+
+def test_sts_pairs_teach_the_encoder_their_similarities_beside_the_tasks(tokenizer, synthetic):
+    train_set, val_set = synthetic
+    pairs = _pairs(val_set)
+    config = TrainingConfig(epochs=3, freeze="none", encoder_learning_rate=3e-3, early_stopping_patience=None, seed=1,
+                            pairs_per_step=8, pair_weight=4.0)
+    errors, losses = {}, {}
+    for given in (None, pairs):
+        model = _tiny(tokenizer, seed=1)
+        before = _pair_error(model, pairs)
+        result = fit(model, train_set, val_set, config, pairs=given)
+        errors[given is not None] = _pair_error(model, pairs)
+        losses[given is not None] = [h["train"].get("pairs") for h in result.history]
+    assert errors[True] < 0.5 * min(errors[False], before), (before, errors)
+    assert losses[False] == [None] * 3 and all(v >= 0 for v in losses[True]), losses
+    # a frozen encoder learns nothing from them: the heads are fitted exactly, as without pairs
+    frozen, plain = _tiny(tokenizer, seed=1), _tiny(tokenizer, seed=1)
+    fit(frozen, train_set, val_set, TrainingConfig(seed=1), pairs=pairs)
+    fit(plain, train_set, val_set, TrainingConfig(seed=1))
+    assert _max_diff(_weights(frozen), _weights(plain)) == 0
+    for bad in ({"pairs_per_step": 0}, {"pair_weight": -1.0}, {"pair_weight": float("nan")}):
+        with pytest.raises(ConfigError):
+            TrainingConfig(**bad)
 
 
 def test_a_checkpoint_folder_holds_only_safetensors_and_json_and_loads_as_a_model(tokenizer, synthetic, tmp_path):

@@ -244,6 +244,14 @@ STS_LINE = "main-captions\tMSRvid\t2012test\t{id}\t{score}\tA man is playing a g
                  id="train --csv a folder"),
     pytest.param(["train", "--csv", "/dev/zero", "--out", "m"], r"^zero: this is a device, not a regular file",
                  id="train --csv /dev/zero"),
+    pytest.param(["train", "--builtin", "synthetic", "--recipe", "finetune", "--sts-pairs", "nan.tsv", "--out", "m"],
+                 r"^nan\.tsv: row 2, column 5 \(score\): 'nan' is not a finite number", id="train --sts-pairs NaN score"),
+    pytest.param(["train", "--builtin", "synthetic", "--sts-pairs", "inf.tsv", "--out", "m"],
+                 r"^inf\.tsv: row 1, column 5 \(score\): '-inf' is not a finite number",
+                 id="train --sts-pairs read before the freeze is checked"),
+    pytest.param(["train", "--builtin", "synthetic", "--sts-pairs", "ok.tsv", "--out", "m"],
+                 r"^--sts-pairs trains the encoder on sentence pairs beside the tasks, and --freeze encoder keeps it "
+                 r"frozen: use --recipe finetune", id="train --sts-pairs with the encoder frozen"),
     pytest.param(["evaluate", "--csv", "folder"], r"^folder: this is a folder, not a regular file", id="evaluate --csv a folder"),
     pytest.param(["evaluate-sts", "--csv", "nan.tsv"], r"^nan\.tsv: row 2, column 5 \(score\): 'nan' is not a finite number",
                  id="evaluate-sts NaN score"),
@@ -267,6 +275,7 @@ def test_a_file_that_cannot_be_read_is_named_before_any_model_loads(args, messag
     (tmp_path / "folder").mkdir()
     (tmp_path / "nan.tsv").write_text(STS_LINE.format(id="0001", score="2.5") + STS_LINE.format(id="0002", score="nan"))
     (tmp_path / "inf.tsv").write_text(STS_LINE.format(id="0001", score="-inf"))
+    (tmp_path / "ok.tsv").write_text(STS_LINE.format(id="0001", score="4.2"))
     (tmp_path / "blank.txt").write_text("\n  \n\t\n")
     (tmp_path / "utf16.txt").write_bytes("A man plays the guitar.\n".encode("utf-16"))
 

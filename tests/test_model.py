@@ -185,7 +185,8 @@ def test_a_folder_saved_before_the_typed_record_loads_and_saves_back_the_same(tm
     # What the old record lacked: epochs run, the head solver (its default, "exact", is what a new run uses), and
     # the settings of a learning encoder, at their defaults (its encoder was frozen, so they did nothing).
     added = {"head_solver": "exact", "keep_similarity": 0.0, "topic_head_first": False, "precision": "fp32",
-             "group_by_length": True, "encoder_dropout": True, "best_epoch_by": "loss", "keep_sentiment_rows": 1.0}
+             "group_by_length": True, "encoder_dropout": True, "best_epoch_by": "loss", "keep_sentiment_rows": 1.0,
+             "pair_weight": 1.0, "pairs_per_step": 8}
     assert new["training"] == old["training"] | {"epochs_run": None, "config": old["training"]["config"] | added}
     assert {k: new[k] for k in ("metrics", "data", "heads", "encoder", "base_encoder")} == \
            {k: old[k] for k in ("metrics", "data", "heads", "encoder", "base_encoder")}
