@@ -7,9 +7,9 @@
 An engine only runs ``apply(model, texts)`` for each item, in order; reading the source, checking it,
 building the output table and writing it stay with the caller (core.index, core.scoring), so both
 engines write the same file. The local engine applies the model it is given. The Ray engine sends
-windows of chunks through Ray Data to a pool of actors, each of which loads the model once from the
-same name or folder (a folder must exist on every node) and returns its answers; the driver holds one
-window of chunks at a time and gets them back in input order. ``import ray`` happens only here, in
+chunks to a pool of Ray actors, each of which loads the model once from the same name or folder (a
+folder must exist on every node) and returns its answers; the driver holds a few chunks per actor at
+a time and gets them back in input order. ``import ray`` happens only here, in
 ``open_engine("ray", ...)``, so ``import core``, the app and ``--help`` never load it.
 """
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import time
+from collections import deque
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar, Union
 
@@ -53,57 +53,75 @@ class LocalEngine:
 
 
 class _Actor:
-    """One Ray actor: loads the model once, then applies it to one chunk per call (Ray Data's ``map_batches``)."""
+    """One Ray actor: loads the model once, then applies it to each chunk it is sent, for the whole run."""
 
-    def __init__(self, load: Load, apply: Apply, threads: int) -> None:
+    def __init__(self, load: Load, threads: int) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))  # the actor's share of the node's cores, not all of them
         self.model = load(device="cuda" if torch.cuda.is_available() else None)
-        self.apply = apply
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        # batch_size=1: one chunk; its result is pickled between our own processes (Ray pickles anyway)
-        texts = [str(t) for t in batch["texts"][0]]
-        return {"seq": batch["seq"], "result": [pickle.dumps(self.apply(self.model, texts))]}
+    def apply(self, apply: Apply, texts: list[str]) -> Any:
+        return apply(self.model, texts)
 
 
 class RayEngine:
-    """Applies the model on ``workers`` Ray actors (one GPU each when the cluster has GPUs), keeping input order."""
+    """Applies the model on ``workers`` Ray actors (one GPU each when the cluster has GPUs), keeping input order.
+
+    The actors start once, with the engine, and each loads the model once. A chunk goes to the actor with the
+    fewest in flight, at most ``WINDOW_PER_WORKER`` each: an actor always has its next chunk queued, and the
+    driver holds no more than ``workers * WINDOW_PER_WORKER`` chunks. (Ray Data's ``map_batches`` would load
+    the model again for every dataset it runs, and it has no source that reads lazily from the driver's
+    checked stream of chunks; so its actor pool is not used here.)
+    """
 
     def __init__(self, load: Load, workers: int, gpus: bool, cpus_per_worker: int) -> None:
-        self.load, self.workers, self.gpus, self.cpus_per_worker = load, workers, gpus, cpus_per_worker
+        ray = import_ray()
+        actor = ray.remote(_Actor).options(**({"num_gpus": 1} if gpus else {"num_cpus": cpus_per_worker}))
+        self.actors = [actor.remote(load, cpus_per_worker) for _ in range(workers)]
 
     def map(self, apply: Apply, items: Iterable[tuple[T, list[str]]]) -> Iterator[tuple[T, Any]]:
-        """(payload, apply(model, texts)) per (payload, texts), in input order; None for an empty ``texts``.
-
-        Items are taken a window at a time (``WINDOW_PER_WORKER`` chunks per actor); each window is one
-        Ray Data run over an actor pool, so the driver never holds more than a window.
-        """
-        items = iter(items)
-        window = self.workers * WINDOW_PER_WORKER
-        while batch := [item for _, item in zip(range(window), items)]:
-            todo = [(k, texts) for k, (_, texts) in enumerate(batch) if texts]
-            results = dict(self._run(apply, todo)) if todo else {}  # by position: the order is ours, whatever Ray's
-            for k, (payload, _) in enumerate(batch):
-                yield payload, results.get(k)
-
-    def _run(self, apply: Apply, todo: list[tuple[int, list[str]]]) -> Iterator[tuple[int, Any]]:
+        """(payload, apply(model, texts)) per (payload, texts), in input order; None for an empty ``texts``."""
         import ray
 
-        data = ray.data.from_items([{"seq": k, "texts": texts} for k, texts in todo])
-        resources = {"num_gpus": 1} if self.gpus else {"num_cpus": self.cpus_per_worker}
-        pool = ray.data.ActorPoolStrategy(size=min(self.workers, len(todo)))
-        out = data.map_batches(_Actor, batch_size=1, compute=pool, **resources, fn_constructor_kwargs={
-            "load": self.load, "apply": apply, "threads": self.cpus_per_worker})
+        apply_ref = ray.put(apply)  # sent once, not with every chunk
+        busy = [0] * len(self.actors)
+        window = len(self.actors) * WINDOW_PER_WORKER
+        pending: deque[tuple[T, int, Any]] = deque()  # (payload, actor or -1, its result's ref), in input order
+        for payload, texts in items:
+            if texts:
+                k = busy.index(min(busy))
+                busy[k] += 1
+                pending.append((payload, k, self.actors[k].apply.remote(apply_ref, texts)))
+            else:
+                pending.append((payload, -1, None))
+            while pending and (pending[0][1] < 0 or sum(busy) >= window):
+                yield self._take(pending, busy)
+        while pending:
+            yield self._take(pending, busy)
+
+    @staticmethod
+    def _take(pending: deque, busy: list[int]) -> tuple[Any, Any]:
+        import ray
+
+        payload, k, ref = pending.popleft()
+        if ref is None:
+            return payload, None
+        busy[k] -= 1
         try:
-            for row in out.iter_rows():
-                yield int(row["seq"]), pickle.loads(row["result"])
+            return payload, ray.get(ref)
         except ray.exceptions.RayError as exc:  # a worker's own error (e.g. a model folder missing there): told as is
             cause = _cause(exc)
             if isinstance(cause, SentenceLabError):
                 raise cause from None
             raise
+
+    def close(self) -> None:
+        """Stop the actors, so a Ray that goes on running (a cluster, a test's) gets their CPUs back."""
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
 
 
 Engine = Union[LocalEngine, RayEngine]
@@ -157,14 +175,14 @@ def open_engine(kind: Literal["local", "ray"], *, model: Any = None, load: Load 
                           "pass the address it prints, or leave --address out to run a local Ray") from None
     try:
         logger.info("Ray started in %.1f s", time.perf_counter() - started)
-        context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True  # results come back in input order
-        context.enable_progress_bars = context.print_on_execution_start = False  # the CLI has its own bar
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
         res = ray.cluster_resources()
         gpus, cpus = int(res.get("GPU", 0)), max(1, int(res.get("CPU", 1)))
         n = workers or gpus or cpus
-        yield RayEngine(load, n, gpus > 0, max(1, cpus // n))
+        engine = RayEngine(load, n, gpus > 0, max(1, cpus // n))
+        try:
+            yield engine
+        finally:
+            engine.close()
     finally:
         if ours:
             ray.shutdown()
@@ -180,7 +198,6 @@ def import_ray() -> Any:
     """The ray module, or RayMissingError saying how to install it."""
     try:
         import ray
-        import ray.data  # noqa: F401 -- the [data] extra
     except ImportError:
         raise RayMissingError(RAY_HINT) from None
     return ray

@@ -1,4 +1,4 @@
-"""--engine ray: the same rows and values as the local engine, through Ray Data actors on a local Ray.
+"""--engine ray: the same rows and values as the local engine, through Ray actors on a local Ray.
 
 One Ray is started for the module (2 CPUs) and every test's command runs on it (a command finds the
 Ray already started in its process and leaves it running), so the start is paid once. Skipped only
@@ -8,6 +8,7 @@ where Ray is not installed (requirements-dev.txt installs it, so CI runs them).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -84,6 +85,22 @@ def test_ray_predicts_the_same_csv_as_the_local_engine(local_ray, tmp_path):
     assert main(["predict", "--input", str(src), "--out", str(remote), "--batch-size", "128", "--engine", "ray",
                  "--workers", "2", "--quiet"]) == 0
     assert remote.read_text() == local.read_text()
+
+
+@pytest.mark.slow
+def test_each_ray_actor_loads_the_model_once_for_the_whole_run(local_ray, tiny_encoder_dir):
+    from functools import partial
+
+    from core.encoder import SentenceEncoder
+    from core.engines import WINDOW_PER_WORKER, open_engine
+
+    items = [(k, [f"text {k}"] if k % 5 else []) for k in range(12 * WINDOW_PER_WORKER)]  # six windows' worth
+    load = partial(SentenceEncoder.from_pretrained, str(tiny_encoder_dir))
+    with open_engine("ray", load=load, workers=2) as engine:
+        out = list(engine.map(lambda model, texts: (os.getpid(), id(model), texts), items))
+    assert [payload for payload, _ in out] == [k for k, _ in items]  # in input order, one answer per item
+    assert [r and r[2] for _, r in out] == [texts or None for _, texts in items]
+    assert len({r[:2] for _, r in out if r}) == 2  # two actors, one model each: none started again
 
 
 def test_without_ray_the_engine_says_how_to_install_it(tmp_path, monkeypatch, capsys):
