@@ -9,7 +9,7 @@ then, each in its own process under ``/usr/bin/time -v`` so peak memory is the c
 
 and prints one JSON line per step plus the ratio of embed's sentences/s to encode's.
 
-    python benchmarks/corpus.py                           # 1,000,000 rows (about 40 min on 2 cores)
+    python benchmarks/corpus.py                           # 1,000,000 rows (about 50 min on 2 cores)
     python benchmarks/corpus.py --rows 20000 --baseline-rows 5000
 
 Run it on an otherwise idle machine: the figures are wall-clock.
