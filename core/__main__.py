@@ -260,8 +260,8 @@ def cmd_train(args: argparse.Namespace) -> Any:
                           f"{'on' if kept.normalize else 'off'}, projection {kept.projection_dim or 'none'}): drop "
                           "them, or train from the base encoder")
     folders.check_target(args.out, is_model_folder)  # before the work: an hour's run must not end in a refusal
-    if pairs is not None and config.freeze == "encoder" and not config.gradual_unfreeze:
-        raise ConfigError("--sts-pairs trains the encoder on sentence pairs beside the tasks, and --freeze encoder "
+    if pairs is not None and config.freeze in ("encoder", "all") and not config.gradual_unfreeze:
+        raise ConfigError(f"--sts-pairs trains the encoder on sentence pairs beside the tasks, and --freeze {config.freeze} "
                           "keeps it frozen: use --recipe finetune (or --freeze none), or drop --sts-pairs")
     if start is None and config.freeze in ("classification_head", "sentiment_head"):
         raise ConfigError(f"--freeze {config.freeze} keeps a trained head as it is: pass --model DIR, a saved model "

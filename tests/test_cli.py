@@ -252,6 +252,9 @@ STS_LINE = "main-captions\tMSRvid\t2012test\t{id}\t{score}\tA man is playing a g
     pytest.param(["train", "--builtin", "synthetic", "--sts-pairs", "ok.tsv", "--out", "m"],
                  r"^--sts-pairs trains the encoder on sentence pairs beside the tasks, and --freeze encoder keeps it "
                  r"frozen: use --recipe finetune", id="train --sts-pairs with the encoder frozen"),
+    pytest.param(["train", "--builtin", "synthetic", "--sts-pairs", "ok.tsv", "--freeze", "all", "--out", "m"],
+                 r"^--sts-pairs trains the encoder on sentence pairs beside the tasks, and --freeze all keeps it "
+                 r"frozen: use --recipe finetune", id="train --sts-pairs with nothing training"),
     pytest.param(["evaluate", "--csv", "folder"], r"^folder: this is a folder, not a regular file", id="evaluate --csv a folder"),
     pytest.param(["evaluate-sts", "--csv", "nan.tsv"], r"^nan\.tsv: row 2, column 5 \(score\): 'nan' is not a finite number",
                  id="evaluate-sts NaN score"),
